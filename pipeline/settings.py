@@ -1,0 +1,229 @@
+"""One settings object for every component, built once and passed down.
+
+Every name, address, threshold and credential comes from here. Values are read
+from ``AUDITSTREAM_…`` environment variables (nested with ``__``, e.g.
+``AUDITSTREAM_KAFKA__BOOTSTRAP_SERVERS``), then from an optional ``.env`` file.
+Secrets are :class:`pydantic.SecretStr` so they are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _default_cache_dir() -> Path:
+    """Downloads live outside the repository, readable by the OpenSearch user."""
+    if os.geteuid() == 0:
+        return Path("/var/cache/auditstream")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "auditstream"
+
+
+def _default_state_dir() -> Path:
+    """Data and logs of the local stack; outside /root, which other users cannot enter."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/auditstream/stack")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / (
+        "auditstream/stack"
+    )
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties shared by every confluent-kafka client."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol.lower(),
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username or ""
+            conf["sasl.password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else ""
+            )
+        for key, value in (
+            ("ssl.ca.location", self.ssl_ca_location),
+            ("ssl.certificate.location", self.ssl_certificate_location),
+            ("ssl.key.location", self.ssl_key_location),
+        ):
+            if value is not None:
+                conf[key] = str(value)
+        return conf
+
+
+class TopicSettings(_Section):
+    input: str = "access-events"
+    by_ip: str = "access-events-by-ip"
+    enriched: str = "access-events-enriched"
+    dead_letter: str = "access-events-dlq"
+    alerts: str = "access-alerts"
+    partitions: int = Field(12, ge=1)
+    input_retention_ms: int = Field(7 * DAY_MS, ge=3600 * 1000)
+    output_retention_ms: int = Field(14 * DAY_MS, ge=3600 * 1000)
+    replication_factor: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _outputs_outlive_input(self) -> TopicSettings:
+        if self.output_retention_ms < self.input_retention_ms:
+            raise ValueError(
+                "topics.output_retention_ms must be at least topics.input_retention_ms "
+                f"({self.input_retention_ms}); derived topics must outlive the input"
+            )
+        return self
+
+    def all(self) -> list[str]:
+        return [self.input, self.by_ip, self.enriched, self.dead_letter, self.alerts]
+
+    def outputs(self) -> list[str]:
+        return [self.by_ip, self.enriched, self.dead_letter, self.alerts]
+
+
+class GroupSettings(_Section):
+    worker: str = "auditstream-worker"
+    sink_opensearch: str = "auditstream-sink-opensearch"
+    sink_archive: str = "auditstream-sink-archive"
+
+
+class CodecSettings(_Section):
+    encoding: Literal["single_object", "confluent"] = "single_object"
+    schema_registry_url: str | None = None
+    schemas_dir: Path | None = None
+
+
+class OpenSearchSettings(_Section):
+    url: str = "http://127.0.0.1:9200"
+    username: str | None = None
+    password: SecretStr | None = None
+    verify_certs: bool = True
+    ca_certs: Path | None = None
+    events_index_prefix: str = "audit-events"
+    alerts_index_prefix: str = "audit-alerts"
+    index_granularity: Literal["day", "month"] = "day"
+    number_of_shards: int = Field(1, ge=1)
+    number_of_replicas: int = Field(0, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class ArchiveSettings(_Section):
+    backend: Literal["filesystem", "s3"] = "filesystem"
+    path: Path = Path("archive")
+    s3_endpoint: str | None = None
+    s3_bucket: str = "auditstream-archive"
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = None
+    s3_secret_key: SecretStr | None = None
+    lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
+    lock_days: int = Field(400, ge=1)
+
+
+class SinkSettings(_Section):
+    batch_max_records: int = Field(2000, ge=1)
+    batch_max_ms: int = Field(1000, ge=1)
+    archive_max_records: int = Field(50_000, ge=1)
+    archive_max_ms: int = Field(5000, ge=1)
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(30.0, gt=0)
+    metrics_port: int | None = None
+
+
+class WorkerSettings(_Section):
+    data_dir: Path = Path("worker-data")
+    max_future_skew_s: float = Field(300.0, ge=0)
+    max_lateness_s: float = Field(3600.0, ge=0)
+    max_unacked_per_partition: int = Field(5000, ge=1)
+    session_timeout_s: float = Field(30.0, gt=0)
+    metrics_port: int | None = None
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+
+
+class RetentionSettings(_Section):
+    events_days: int = Field(90, ge=1)
+    alerts_days: int = Field(400, ge=1)
+
+
+class StackSettings(_Section):
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    kafka_version: str = "4.4.0"
+    log4j_version: str = "2.25.3"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    opensearch_version: str = "2.19.6"
+    opensearch_port: int = 9200
+    opensearch_transport_port: int = 9300
+    opensearch_heap: str = "1g"
+    opensearch_user: str = "opensearch"
+    java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+    versitygw_version: str = "v1.8.0"
+    s3_port: int = 7070
+    s3_access_key: str = "auditstream"
+    s3_secret_key: SecretStr = SecretStr("auditstream-local-secret")
+    start_timeout_s: float = Field(120.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, from ``AUDITSTREAM_…`` environment variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUDITSTREAM_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    groups: GroupSettings = GroupSettings()
+    codec: CodecSettings = CodecSettings()
+    opensearch: OpenSearchSettings = OpenSearchSettings()
+    archive: ArchiveSettings = ArchiveSettings()
+    sink: SinkSettings = SinkSettings()
+    worker: WorkerSettings = WorkerSettings()
+    retention: RetentionSettings = RetentionSettings()
+    stack: StackSettings = StackSettings()
+
+    @model_validator(mode="after")
+    def _archive_outlives_indices(self) -> Settings:
+        longest = max(self.retention.events_days, self.retention.alerts_days)
+        if self.archive.lock_days < longest:
+            raise ValueError(
+                f"archive.lock_days ({self.archive.lock_days}) is shorter than the longest "
+                f"index retention ({longest} days); the archive must outlive every index"
+            )
+        return self
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's errors into a message that says what to fix."""
+    try:
+        return Settings(**overrides)
+    except PydanticValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = "AUDITSTREAM_" + "__".join(str(p).upper() for p in err["loc"])
+            problems.append(f"  {where} ({env}): {err['msg']}")
+        raise ConfigError("invalid settings:\n" + "\n".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Pipeline stages as plain, typed Python: validate, dedupe, enrich, detect."""

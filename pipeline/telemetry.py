@@ -1,0 +1,77 @@
+"""Every Prometheus metric Auditstream exports, defined once (DESIGN, Metrics).
+
+Names follow Prometheus conventions (``auditstream_`` prefix, ``_total`` for
+counters, base units); labels are bounded sets. Components import the metric
+objects from here and never define their own, so a name cannot drift.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+# Latency buckets from 5 ms to ~17 min: batches, freshness and producer delay
+# all sit somewhere in that range.
+_SECONDS_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+)
+
+EVENTS = Counter(
+    "auditstream_events_total",
+    "Records handled, by pipeline stage or sink and by result.",
+    ["stage", "result"],
+)
+SINK_BATCH_SECONDS = Histogram(
+    "auditstream_sink_batch_seconds",
+    "Time to write one batch durably (one bulk request, one set of archive objects).",
+    ["sink"],
+    buckets=_SECONDS_BUCKETS,
+)
+SINK_RETRIES = Counter(
+    "auditstream_sink_retries_total",
+    "Batch writes that failed with a transport error and were retried.",
+    ["sink"],
+)
+FRESHNESS_SECONDS = Histogram(
+    "auditstream_freshness_seconds",
+    "Indexed minus received (Kafka record timestamp): the freshness SLO.",
+    buckets=_SECONDS_BUCKETS,
+)
+PRODUCER_DELAY_SECONDS = Histogram(
+    "auditstream_producer_delay_seconds",
+    "Received (Kafka record timestamp) minus occurred (the producer's event time).",
+    buckets=_SECONDS_BUCKETS,
+)
+ARCHIVE_OBJECTS = Counter(
+    "auditstream_archive_objects_total",
+    "Archive objects this process created, by source topic.",
+    ["topic"],
+)
+ARCHIVE_BYTES = Counter(
+    "auditstream_archive_bytes_total",
+    "Bytes of archive objects this process created, by source topic.",
+    ["topic"],
+)
+
+
+def start_metrics_server(port: int | None, addr: str = "0.0.0.0") -> None:  # noqa: S104
+    """Serve ``/metrics`` on ``port``; does nothing when no port is configured."""
+    if port is None:
+        return
+    start_http_server(port, addr=addr)

@@ -1,0 +1,1 @@
+"""The stream worker: decode, validate (and later dedupe, enrich, detect)."""

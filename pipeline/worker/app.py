@@ -1,0 +1,138 @@
+"""The Faust worker: a thin shell around :class:`Processor`.
+
+One event at a time on a ``noack`` stream; outputs go through the
+non-blocking :class:`OutputWriter`; an input is acknowledged only when all its
+outputs are delivered (so the committed offset never passes an event whose
+effects are not durable); any error ends the process at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from pipeline.schemas import SchemaStore, default_store
+from pipeline.settings import Settings
+from pipeline.worker.output import OutputWriter, fatal
+from pipeline.worker.processor import Headers, InputRecord, Processor
+
+log = logging.getLogger(__name__)
+
+EXIT_PROCESSING_FAILED = 71
+
+
+class AckGate:
+    """Caps the events per partition that are in flight (processed, not yet acknowledged)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._inflight: dict[int, int] = defaultdict(int)
+        self._changed = asyncio.Event()
+
+    async def enter(self, partition: int) -> None:
+        while self._inflight[partition] >= self._limit:
+            self._changed.clear()
+            await self._changed.wait()
+        self._inflight[partition] += 1
+
+    def leave(self, partition: int) -> None:
+        self._inflight[partition] -= 1
+        self._changed.set()
+
+
+def _headers(raw: Any) -> Headers:
+    if not raw:
+        return []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return [(str(k), v if v is None else bytes(v)) for k, v in items]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: SchemaStore | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> faust.App:
+    """Build the worker app; nothing happens until it is started."""
+    die = on_fatal or fatal
+    worker = settings.worker
+    app = faust.App(
+        settings.groups.worker,
+        broker=[f"kafka://{host}" for host in settings.kafka.bootstrap_servers.split(",")],
+        store="rocksdb://",
+        datadir=str(worker.data_dir),
+        autodiscover=False,
+        web_enabled=False,
+        # DESIGN, Accounting: no leader topic, and an out-of-range offset stops the worker.
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="none",
+        topic_allow_declare=False,
+        broker_session_timeout=worker.session_timeout_s,
+        broker_heartbeat_interval=max(worker.session_timeout_s / 10, 0.5),
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=4096,
+    )
+    processor = Processor(settings, store or default_store())
+    source = app.topic(settings.topics.input, key_type=bytes, value_type=bytes)
+    state: dict[str, Any] = {}
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _start_output() -> None:
+        state["writer"] = OutputWriter(settings, on_fatal=die)
+        state["gate"] = AckGate(worker.max_unacked_per_partition)
+
+    @app.agent(source, name="process")
+    async def process(stream: Any) -> None:
+        loop = asyncio.get_running_loop()
+        while "writer" not in state:
+            await asyncio.sleep(0.05)
+        writer: OutputWriter = state["writer"]
+        gate: AckGate = state["gate"]
+        async for event in stream.noack().events():
+            try:
+                message = event.message
+                record = InputRecord(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    timestamp_ms=round(message.timestamp * 1000),
+                    key=message.key,
+                    value=message.value,
+                    headers=_headers(message.headers),
+                )
+                outputs = processor.process(record)
+                await gate.enter(record.partition)
+
+                def acknowledge(event: Any = event, partition: int = record.partition) -> None:
+                    event.ack()
+                    gate.leave(partition)
+
+                def delivered(done: Callable[[], None] = acknowledge) -> None:
+                    loop.call_soon_threadsafe(done)
+
+                writer.write(outputs, record.partition, delivered)
+            except BaseException as exc:  # any fault of ours: stop before acking more
+                log.exception("processing failed")
+                die_status = f"processing {event.message.topic}/{event.message.partition}"
+                die(f"{die_status}@{event.message.offset} failed: {exc!r}")
+                raise
+
+    return app
+
+
+def run_worker(settings: Settings) -> int:
+    """Run the worker in the foreground until stopped."""
+    from faust.worker import Worker
+
+    settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    level = {"crit": "critical", "warn": "warning"}.get(
+        settings.worker.log_level, settings.worker.log_level
+    )
+    Worker(app, loglevel=level).execute_from_commandline()
+    return 0

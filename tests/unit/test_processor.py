@@ -1,0 +1,68 @@
+import io
+from datetime import UTC, datetime
+
+from fastavro import schemaless_reader
+
+from pipeline.codec import Encoding, encode
+from pipeline.schemas import ACCESS_EVENT, DEAD_LETTER, ENRICHED_EVENT, default_store
+from pipeline.settings import Settings
+from pipeline.worker.processor import InputRecord, Processor
+from tests.factories import make_event
+
+
+def _read(value: bytes, name: str) -> dict:
+    entry = default_store().latest(name)
+    assert value[2:10] == entry.fingerprint
+    return schemaless_reader(io.BytesIO(value[10:]), entry.parsed, entry.parsed)
+
+
+def _record(value: bytes, offset: int = 7) -> InputRecord:
+    return InputRecord(
+        topic="access-events",
+        partition=3,
+        offset=offset,
+        timestamp_ms=int(datetime.now(tz=UTC).timestamp() * 1000),
+        key=b"u00042",
+        value=value,
+        headers=[("trace", b"abc")],
+    )
+
+
+def test_valid_event_becomes_one_enriched_event_with_its_source_position():
+    processor = Processor(Settings(), default_store())
+    event = make_event()
+    value = encode(event, default_store().latest(ACCESS_EVENT), Encoding.CONFLUENT)
+    [out] = processor.process(_record(value))
+    assert out.topic == "access-events-enriched"
+    assert out.key == b"u00042"
+    enriched = _read(out.value, ENRICHED_EVENT)
+    assert enriched["event"] == event
+    assert (enriched["source_partition"], enriched["source_offset"]) == (3, 7)
+    assert enriched["encoding"] == "confluent"
+
+
+def test_garbage_becomes_a_dead_letter_with_original_bytes_headers_and_reason():
+    processor = Processor(Settings(), default_store())
+    [out] = processor.process(_record(b"\xde\xad\xbe\xef", offset=11))
+    assert out.topic == "access-events-dlq"
+    assert ("auditstream.reason", b"undecodable") in out.headers
+    letter = _read(out.value, DEAD_LETTER)
+    assert letter["reason"] == "undecodable"
+    assert letter["original_value"] == b"\xde\xad\xbe\xef"
+    assert letter["original_key"] == b"u00042"
+    assert letter["original_headers"] == [{"key": "trace", "value": b"abc"}]
+    assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
+        "access-events",
+        3,
+        11,
+    )
+
+
+def test_invalid_event_dead_letter_keeps_its_event_id():
+    processor = Processor(Settings(), default_store())
+    event = make_event(action="NOT A VERB")
+    value = encode(event, default_store().latest(ACCESS_EVENT), Encoding.SINGLE_OBJECT)
+    [out] = processor.process(_record(value))
+    letter = _read(out.value, DEAD_LETTER)
+    assert letter["reason"] == "invalid_field"
+    assert letter["event_id"] == event["event_id"]
