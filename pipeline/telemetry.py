@@ -70,7 +70,7 @@ ARCHIVE_BYTES = Counter(
 )
 
 
-def start_metrics_server(port: int | None, addr: str = "0.0.0.0") -> None:  # noqa: S104
+def start_metrics_server(port: int | None, addr: str = "0.0.0.0") -> None:
     """Serve ``/metrics`` on ``port``; does nothing when no port is configured."""
     if port is None:
         return
