@@ -7,7 +7,11 @@ objects from here and never define their own, so a name cannot drift.
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter, Histogram, start_http_server
+
+log = logging.getLogger("auditstream")
 
 # Latency buckets from 5 ms to ~17 min: batches, freshness and producer delay
 # all sit somewhere in that range.
@@ -37,6 +41,17 @@ EVENTS = Counter(
     "Records handled, by pipeline stage or sink and by result.",
     ["stage", "result"],
 )
+DEAD_LETTERS = Counter(
+    "auditstream_dead_letters_total",
+    "Records sent to the dead-letter topic, by reason code (a fixed set).",
+    ["reason"],
+)
+ENRICHMENT_ERRORS = Counter(
+    "auditstream_enrichment_errors_total",
+    "Enrichments that failed while the event still flowed.",
+    ["enricher"],
+)
+ALERTS = Counter("auditstream_alerts_total", "Alerts raised.", ["detector", "severity"])
 SINK_BATCH_SECONDS = Histogram(
     "auditstream_sink_batch_seconds",
     "Time to write one batch durably (one bulk request, one set of archive objects).",
@@ -68,6 +83,13 @@ ARCHIVE_BYTES = Counter(
     "Bytes of archive objects this process created, by source topic.",
     ["topic"],
 )
+
+
+def dead_lettered(reason: str, detail: str, *, topic: str, partition: int, offset: int) -> None:
+    """Count one dead letter and log it, in one call, so the two never disagree."""
+    DEAD_LETTERS.labels(reason=reason).inc()
+    EVENTS.labels(stage="validate", result="dead_letter").inc()
+    log.warning("dead letter %s at %s/%d@%d: %s", reason, topic, partition, offset, detail[:500])
 
 
 def start_metrics_server(port: int | None, addr: str = "0.0.0.0") -> None:
