@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +29,8 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from pipeline.errors import DecodeError, TransportError
 from pipeline.schemas import SchemaEntry, SchemaStore, entry_from_schema
+
+log = logging.getLogger(__name__)
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -62,23 +66,47 @@ def encode(record: dict[str, Any], schema: SchemaEntry, encoding: Encoding) -> b
 class RegistryLookup:
     """Resolves Confluent schema ids through a schema registry (confluent-kafka's client)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, retry_s: float = 60.0, client: Any = None) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
 
-        self._client = SchemaRegistryClient({"url": url})
+        self._client = client or SchemaRegistryClient.new_client({"url": url})
         self._url = url
+        self._retry_s = retry_s
+        self._cache: dict[int, SchemaEntry | None] = {}
 
     def fetch(self, schema_id: int) -> SchemaEntry | None:
+        """The schema with ``schema_id``, or None if the registry has none.
+
+        An unreachable registry is retried with backoff for ``retry_s``; then
+        :class:`TransportError` stops the worker. An outage never dead-letters.
+        """
+        if schema_id not in self._cache:
+            self._cache[schema_id] = self._fetch(schema_id)
+        return self._cache[schema_id]
+
+    def _fetch(self, schema_id: int) -> SchemaEntry | None:
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-        try:
-            schema = self._client.get_schema(schema_id)
-        except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
-                return None
-            raise TransportError(f"schema registry at {self._url}: {exc}") from exc
-        except Exception as exc:  # connection refused, timeouts: retried, never dead-lettered
-            raise TransportError(f"schema registry at {self._url}: {exc}") from exc
+        deadline = time.monotonic() + self._retry_s
+        delay = 0.2
+        while True:
+            try:
+                schema = self._client.get_schema(schema_id)
+                break
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    return None
+                problem: Exception = exc
+            except Exception as exc:  # connection refused, timeouts
+                problem = exc
+            if time.monotonic() + delay > deadline:
+                raise TransportError(
+                    f"schema registry at {self._url} did not answer for schema id {schema_id} "
+                    f"within {self._retry_s:.0f} s: {problem}"
+                ) from problem
+            log.warning("schema registry at %s: %s; retrying in %.1f s", self._url, problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
         return entry_from_schema(
             json.loads(schema.schema_str or "null"),
             schema_id=schema_id,
@@ -126,11 +154,11 @@ class Decoder:
         )
 
     def _lookup_id(self, schema_id: int) -> SchemaEntry:
-        writer = self._store.by_id(schema_id)
-        if writer is None and self._registry is not None:
+        # Ids belong to one registry: with a registry configured, only it is asked.
+        if self._registry is not None:
             writer = self._registry.fetch(schema_id)
-            if writer is not None:
-                self._store.add(writer)
+        else:
+            writer = self._store.by_id(schema_id)
         if writer is None:
             raise DecodeError(f"unknown schema id {schema_id}", reason="unknown_schema")
         return writer

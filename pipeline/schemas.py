@@ -51,6 +51,7 @@ class SchemaEntry:
     name: str
     parsed: dict[str, Any]
     canonical: str
+    text: str
 
     @property
     def fingerprint(self) -> bytes:
@@ -116,6 +117,7 @@ class SchemaStore:
                     name=name,
                     parsed=parsed,
                     canonical=to_parsing_canonical_form(parsed),
+                    text=json.dumps(expanded),
                 )
             )
         entries.sort(key=lambda e: e.id)
@@ -159,6 +161,7 @@ def entry_from_schema(
         name=str(parsed["name"]),
         parsed=parsed,
         canonical=to_parsing_canonical_form(parsed),
+        text=json.dumps(schema),
     )
 
 

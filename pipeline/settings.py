@@ -109,6 +109,7 @@ class GroupSettings(_Section):
 class CodecSettings(_Section):
     encoding: Literal["single_object", "confluent"] = "single_object"
     schema_registry_url: str | None = None
+    registry_retry_s: float = Field(60.0, ge=0)
     schemas_dir: Path | None = None
 
 
@@ -227,3 +228,20 @@ def load_settings(**overrides: Any) -> Settings:
             env = "AUDITSTREAM_" + "__".join(str(p).upper() for p in err["loc"])
             problems.append(f"  {where} ({env}): {err['msg']}")
         raise ConfigError("invalid settings:\n" + "\n".join(problems)) from None
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """The ``AUDITSTREAM_…`` variables that rebuild ``settings`` in a child process."""
+    env: dict[str, str] = {}
+    for section_name in type(settings).model_fields:
+        section = getattr(settings, section_name)
+        for field in type(section).model_fields:
+            value = getattr(section, field)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[f"AUDITSTREAM_{section_name.upper()}__{field.upper()}"] = str(value)
+    return env

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,22 +66,14 @@ class AuditProducer:
             return entry
         from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
-        client = SchemaRegistryClient({"url": url})
+        client = SchemaRegistryClient.new_client({"url": url})
         try:
             schema_id = client.register_schema(
-                f"{self._settings.topics.input}-value", Schema(entry.canonical, "AVRO")
+                f"{self._settings.topics.input}-value", Schema(entry.text, "AVRO")
             )
         except Exception as exc:
             raise TransportError(f"schema registry at {url}: {exc}") from exc
-        return SchemaEntry(
-            id=schema_id,
-            subject=entry.subject,
-            version=entry.version,
-            file=entry.file,
-            name=entry.name,
-            parsed=entry.parsed,
-            canonical=entry.canonical,
-        )
+        return dataclasses.replace(entry, id=schema_id)
 
     def encode(self, event: dict[str, Any]) -> bytes:
         """Validate and encode one event; raises :class:`ValidationError` for a bad one."""

@@ -12,7 +12,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pipeline.errors import ValidationError
@@ -45,6 +45,10 @@ class ValidEvent:
 def to_micros(value: datetime) -> int:
     delta = value - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
 
 
 def _canonical_default(value: Any) -> Any:
@@ -91,6 +95,9 @@ def validate(
         raise ValidationError(f"schema_version {event.get('schema_version')} is below 1")
 
     occurred_at = event.get("occurred_at")
+    if isinstance(occurred_at, int) and not isinstance(occurred_at, bool):
+        # A writer schema without the timestamp-micros logical type gives plain micros.
+        occurred_at = event["occurred_at"] = from_micros(occurred_at)
     if not isinstance(occurred_at, datetime):
         raise ValidationError("occurred_at is missing", reason="missing_field")
     if occurred_at < EARLIEST_EVENT:

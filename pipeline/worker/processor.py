@@ -50,7 +50,9 @@ class Processor:
         self._settings = settings
         url = settings.codec.schema_registry_url
         self._decoder = Decoder(
-            store, store.latest(ACCESS_EVENT), RegistryLookup(url) if url else None
+            store,
+            store.latest(ACCESS_EVENT),
+            RegistryLookup(url, settings.codec.registry_retry_s) if url else None,
         )
         self._enriched = store.latest(ENRICHED_EVENT)
         self._dead_letter = store.latest(DEAD_LETTER)

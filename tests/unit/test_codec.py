@@ -5,6 +5,7 @@ import pytest
 from pipeline.codec import Decoder, Encoding, encode
 from pipeline.errors import DecodeError
 from pipeline.schemas import ACCESS_EVENT, ENRICHED_EVENT, SchemaStore, default_store
+from pipeline.stages.validate import validate
 from tests.factories import make_event
 
 
@@ -79,3 +80,37 @@ def test_another_known_schema_is_not_an_access_event(store, decoder):
     with pytest.raises(DecodeError) as info:
         decoder.decode(value)
     assert info.value.reason == "unknown_schema"
+
+
+def test_with_a_registry_ids_resolve_through_it(store):
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    from pipeline.codec import RegistryLookup
+
+    client = SchemaRegistryClient.new_client({"url": "mock://codec-test"})
+    entry = store.latest(ACCESS_EVENT)
+    schema_id = client.register_schema("access-events-value", Schema(entry.text, "AVRO"))
+    decoder = Decoder(store, entry, RegistryLookup("mock://codec-test", client=client))
+    event = make_event()
+    body = encode(event, entry, Encoding.CONFLUENT)[5:]
+    value = b"\x00" + struct.pack(">I", schema_id) + body
+    assert decoder.decode(value).record == event
+    # A producer that registered the canonical form (no logical types) is read too;
+    # validation turns its plain microseconds back into a time.
+    plain_id = client.register_schema("other-value", Schema(entry.canonical, "AVRO"))
+    plain = decoder.decode(b"\x00" + struct.pack(">I", plain_id) + body).record
+    assert validate(plain, record_timestamp_ms=4102444800000, max_future_skew_s=0).event == event
+    with pytest.raises(DecodeError) as info:
+        decoder.decode(b"\x00" + struct.pack(">I", 4242) + body)
+    assert info.value.reason == "unknown_schema"
+
+
+def test_an_unreachable_registry_is_a_transport_error_not_a_bad_record(store):
+    from pipeline.codec import RegistryLookup
+    from pipeline.errors import TransportError
+
+    lookup = RegistryLookup("http://127.0.0.1:1", retry_s=0.5)
+    decoder = Decoder(store, store.latest(ACCESS_EVENT), lookup)
+    value = encode(make_event(), store.latest(ACCESS_EVENT), Encoding.CONFLUENT)
+    with pytest.raises(TransportError, match="did not answer"):
+        decoder.decode(value)
