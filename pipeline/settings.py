@@ -32,13 +32,15 @@ def _default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "auditstream"
 
 
-def _default_state_dir() -> Path:
-    """Data and logs of the local stack; outside /root, which other users cannot enter."""
+def _data_root() -> Path:
+    """Where local data lives; outside /root, which other users cannot enter."""
     if os.geteuid() == 0:
-        return Path("/var/lib/auditstream/stack")
-    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / (
-        "auditstream/stack"
-    )
+        return Path("/var/lib/auditstream")
+    return Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state")) / "auditstream"
+
+
+def _default_state_dir() -> Path:
+    return _data_root() / "stack"
 
 
 class KafkaSettings(_Section):
@@ -129,7 +131,7 @@ class OpenSearchSettings(_Section):
 
 class ArchiveSettings(_Section):
     backend: Literal["filesystem", "s3"] = "filesystem"
-    path: Path = Path("archive")
+    path: Path = Field(default_factory=lambda: _data_root() / "archive")
     s3_endpoint: str | None = None
     s3_bucket: str = "auditstream-archive"
     s3_region: str = "us-east-1"
@@ -150,7 +152,7 @@ class SinkSettings(_Section):
 
 
 class WorkerSettings(_Section):
-    data_dir: Path = Path("worker-data")
+    data_dir: Path = Field(default_factory=lambda: _data_root() / "worker")
     max_future_skew_s: float = Field(300.0, ge=0)
     max_lateness_s: float = Field(3600.0, ge=0)
     max_unacked_per_partition: int = Field(5000, ge=1)
