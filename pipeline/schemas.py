@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ class SchemaEntry:
     canonical: str
     text: str
 
-    @property
+    @cached_property
     def fingerprint(self) -> bytes:
         """The 8 bytes single-object encoding puts after ``C3 01`` (little-endian)."""
         return struct.pack("<Q", crc64_avro(self.canonical.encode()))

@@ -52,6 +52,36 @@ def _headers(raw: Any) -> Headers:
     return [(str(k), v if v is None else bytes(v)) for k, v in items]
 
 
+async def _process(stream: Any, processor: Processor, writer: OutputWriter, gate: AckGate) -> None:
+    """One event at a time; acknowledged from the delivery report of its last output."""
+    loop = asyncio.get_running_loop()
+    async for event in stream.noack().events():
+        message = event.message
+        record = InputRecord(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=round(message.timestamp * 1000),
+            key=message.key,
+            value=message.value,
+            headers=_headers(message.headers),
+        )
+        try:
+            outputs = processor.process(record)
+        except Exception as exc:
+            raise RuntimeError(f"{record.topic}/{record.partition}@{record.offset}: {exc}") from exc
+        await gate.enter(record.partition)
+
+        def acknowledge(event: Any = event, partition: int = record.partition) -> None:
+            event.ack()
+            gate.leave(partition)
+
+        def delivered(done: Callable[[], None] = acknowledge) -> None:
+            loop.call_soon_threadsafe(done)
+
+        writer.write(outputs, record.partition, delivered)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -78,49 +108,19 @@ def create_app(
         stream_buffer_maxsize=4096,
     )
     processor = Processor(settings, store or default_store())
-    source = app.topic(settings.topics.input, key_type=bytes, value_type=bytes)
-    state: dict[str, Any] = {}
-
-    @app.task  # type: ignore[untyped-decorator]
-    async def _start_output() -> None:
-        state["writer"] = OutputWriter(settings, on_fatal=die)
-        state["gate"] = AckGate(worker.max_unacked_per_partition)
+    source = app.topic(settings.topics.input, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name="process")
     async def process(stream: Any) -> None:
-        loop = asyncio.get_running_loop()
-        while "writer" not in state:
-            await asyncio.sleep(0.05)
-        writer: OutputWriter = state["writer"]
-        gate: AckGate = state["gate"]
-        async for event in stream.noack().events():
-            try:
-                message = event.message
-                record = InputRecord(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    timestamp_ms=round(message.timestamp * 1000),
-                    key=message.key,
-                    value=message.value,
-                    headers=_headers(message.headers),
-                )
-                outputs = processor.process(record)
-                await gate.enter(record.partition)
-
-                def acknowledge(event: Any = event, partition: int = record.partition) -> None:
-                    event.ack()
-                    gate.leave(partition)
-
-                def delivered(done: Callable[[], None] = acknowledge) -> None:
-                    loop.call_soon_threadsafe(done)
-
-                writer.write(outputs, record.partition, delivered)
-            except BaseException as exc:  # any fault of ours: stop before acking more
-                log.exception("processing failed")
-                die_status = f"processing {event.message.topic}/{event.message.partition}"
-                die(f"{die_status}@{event.message.offset} failed: {exc!r}")
-                raise
+        try:
+            writer = OutputWriter(settings, on_fatal=die)
+            await _process(stream, processor, writer, AckGate(worker.max_unacked_per_partition))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # any fault of ours: stop before acknowledging more
+            log.exception("processing failed")
+            die(f"processing failed: {exc!r}")
+            raise
 
     return app
 
