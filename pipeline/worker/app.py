@@ -20,6 +20,7 @@ from pipeline.schemas import SchemaStore, default_store
 from pipeline.settings import Settings
 from pipeline.worker.output import OutputWriter, fatal
 from pipeline.worker.processor import Headers, InputRecord, Processor
+from pipeline.worker.transport import broker_urls
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def create_app(
     worker = settings.worker
     app = faust.App(
         settings.groups.worker,
-        broker=[f"kafka://{host}" for host in settings.kafka.bootstrap_servers.split(",")],
+        broker=broker_urls(settings.kafka.bootstrap_servers),
         store="rocksdb://",
         datadir=str(worker.data_dir),
         autodiscover=False,
