@@ -1,0 +1,204 @@
+"""Elastic Common Schema documents for OpenSearch, built from our Avro records.
+
+Pure functions, no I/O. Analysts search with ECS names (``@timestamp``,
+``event.action``, ``user.name``, ``source.ip`` …) so their habits and Sigma
+rules carry over; what ECS has no name for lives under ``auditstream.*``.
+
+Time (DESIGN, Time): ``@timestamp`` is when the access occurred (the producer's
+clock), ``event.created`` when Kafka received it, ``event.ingested`` when the
+sink wrote it (set by the sink, not here). Null values are left out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+EVENTS_DATASET = "auditstream.access"
+ALERTS_DATASET = "auditstream.alert"
+
+# action → (event.category, event.type), using ECS allowed values only.
+_ACTIONS: dict[str, tuple[list[str], list[str]]] = {
+    "login": (["authentication"], ["start"]),
+    "logout": (["authentication"], ["end"]),
+    "grant": (["iam"], ["change"]),
+    "revoke": (["iam"], ["deletion"]),
+    "admin": (["configuration"], ["change"]),
+    "read": (["file"], ["access"]),
+    "write": (["file"], ["change"]),
+    "create": (["file"], ["creation"]),
+    "update": (["file"], ["change"]),
+    "delete": (["file"], ["deletion"]),
+}
+# Data actions on a database keep ECS's database category (allowed: access, change, info).
+_DATABASE_RESOURCES = frozenset({"database", "db", "table", "collection", "schema"})
+_DATABASE_TYPES: dict[str, str] = {
+    "access": "access",
+    "change": "change",
+    "creation": "change",
+    "deletion": "change",
+}
+
+# Alert severity → ECS event.severity (the numbers Elastic's detection rules use).
+SEVERITY_SCORES: dict[str, int] = {"low": 21, "medium": 47, "high": 73, "critical": 99}
+
+
+def iso(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds, e.g. ``2025-03-01T12:00:00.123456Z``."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: timestamps must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def categorize(action: str, resource_type: str | None) -> tuple[list[str], list[str]]:
+    """ECS ``event.category`` and ``event.type`` for an action on a kind of resource."""
+    known = _ACTIONS.get(action)
+    if known is None:
+        return [], ["info"]
+    category, types = known
+    if category == ["file"] and (resource_type or "").lower() in _DATABASE_RESOURCES:
+        return ["database"], [_DATABASE_TYPES[t] for t in types]
+    return list(category), list(types)
+
+
+def label_key(key: str) -> str:
+    """ECS label keys carry no dots (a dot would make an object and can clash with a value)."""
+    return key.replace(".", "_")
+
+
+def to_document(enriched: Mapping[str, Any]) -> dict[str, Any]:
+    """The ECS document for one decoded EnrichedEvent (``event.ingested`` not set)."""
+    event: Mapping[str, Any] = enriched["event"]
+    actor: Mapping[str, Any] = event["actor"]
+    resource: Mapping[str, Any] | None = event.get("resource")
+    source: Mapping[str, Any] = event.get("source") or {}
+    service: Mapping[str, Any] = event["service"]
+    auth: Mapping[str, Any] | None = event.get("auth")
+    category, types = categorize(event["action"], resource["type"] if resource else None)
+
+    doc: dict[str, Any] = {
+        "@timestamp": iso(event["occurred_at"]),
+        "event": {
+            "id": event["event_id"],
+            "kind": "event",
+            "dataset": EVENTS_DATASET,
+            "action": event["action"],
+            "outcome": event.get("outcome") or "unknown",
+            "category": category or None,
+            "type": types,
+            "reason": event.get("reason"),
+            "created": iso(enriched["received_at"]),
+            "hash": enriched["content_hash"],
+        },
+        "user": {"id": actor["id"], "name": actor.get("name")},
+        "organization": {"id": actor.get("tenant")},
+        "source": {"ip": source.get("ip"), "port": source.get("port")},
+        "user_agent": {"original": source.get("user_agent")},
+        "service": {"name": service["name"], "environment": service.get("environment")},
+        "host": {"name": service.get("host")},
+        "http": {"request": {"id": event.get("request_id")}},
+        "labels": {label_key(k): v for k, v in (event.get("attributes") or {}).items()},
+        "auditstream": {
+            "actor": {"type": actor.get("type")},
+            "resource": (
+                {"type": resource["type"], "id": resource["id"], "name": resource.get("name")}
+                if resource
+                else None
+            ),
+            "session_id": event.get("session_id"),
+            "auth": {"method": auth.get("method"), "mfa": auth.get("mfa")} if auth else None,
+            "schema_version": event.get("schema_version"),
+            "encoding": enriched.get("encoding"),
+            "writer_schema": enriched.get("writer_schema"),
+            "kafka": {
+                "topic": enriched["source_topic"],
+                "partition": enriched["source_partition"],
+                "offset": enriched["source_offset"],
+            },
+            "enrichment_errors": list(enriched.get("enrichment_errors") or []) or None,
+        },
+    }
+    pruned: dict[str, Any] = prune(doc)
+    return pruned
+
+
+def alert_to_document(alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The ECS document for one decoded Alert (``event.ingested`` not set)."""
+    severity = str(alert["severity"])
+    entity_type = str(alert["entity_type"])
+    entity_id = str(alert["entity_id"])
+    doc: dict[str, Any] = {
+        "@timestamp": iso(alert["last_seen"]),
+        "message": alert["summary"],
+        "event": {
+            "id": alert["alert_id"],
+            "kind": "alert",
+            "dataset": ALERTS_DATASET,
+            "severity": SEVERITY_SCORES.get(severity, SEVERITY_SCORES["medium"]),
+            "start": iso(alert["first_seen"]),
+            "end": iso(alert["last_seen"]),
+        },
+        "rule": {"name": alert["detector"]},
+        "labels": {label_key(k): v for k, v in (alert.get("attributes") or {}).items()},
+        "auditstream": {
+            "alert": {
+                "id": alert["alert_id"],
+                "revision": alert["revision"],
+                "severity": severity,
+                "entity_type": entity_type,
+                "entity_id": entity_id,
+                "summary": alert["summary"],
+                "first_seen": iso(alert["first_seen"]),
+                "event_count": alert["event_count"],
+                "event_ids": list(alert.get("event_ids") or []) or None,
+                "opened_by": {
+                    "partition": alert.get("opened_by_partition"),
+                    "offset": alert.get("opened_by_offset"),
+                },
+            }
+        },
+    }
+    # Pivot fields, so an analyst can jump from the alert to the events.
+    if entity_type == "user":
+        doc["user"] = {"id": entity_id}
+    elif entity_type in ("source_ip", "ip") and _is_ip(entity_id):
+        doc["source"] = {"ip": entity_id}
+    pruned: dict[str, Any] = prune(doc)
+    return pruned
+
+
+def prune(value: Any) -> Any:
+    """Drop null values and the empty objects and lists they leave behind."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            item = prune(item)
+            if item is None or item == {} or item == []:
+                continue
+            out[key] = item
+        return out
+    if isinstance(value, list):
+        return [prune(v) for v in value if v is not None]
+    return value
+
+
+def field_paths(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Every leaf of ``doc`` by dotted path (list values stay whole), for tests and tools."""
+    paths: dict[str, Any] = {}
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            paths.update(field_paths(value, path + "."))
+        else:
+            paths[path] = value
+    return paths
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
