@@ -181,3 +181,52 @@ def test_events_of_an_aborted_transaction_never_reach_the_enriched_topic(
         worker.stop()
     ids = {r["event"]["event_id"] for r in _decode(out, ENRICHED_EVENT)}
     assert ids == {e["event_id"] for e in committed}, worker.log_tail()
+
+
+def test_an_offset_out_of_range_stops_the_worker_instead_of_skipping(pipeline_settings, tmp_path):
+    """Retention removed records the worker never read: it must not quietly jump ahead."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    settings = pipeline_settings
+    key = b"u-out-of-range"
+    with AuditProducer(settings) as producer:
+        for _ in range(10):
+            producer.produce_raw(
+                encode(make_event(), STORE.latest(ACCESS_EVENT), Encoding.SINGLE_OBJECT), key=key
+            )
+    first = read_topic(settings, settings.topics.input, expected=10, timeout=30)
+    partition = first[0].partition()
+    admin = AdminClient(settings.kafka.client_config())
+    tp = TopicPartition(settings.topics.input, partition, 5)
+    for future in admin.delete_records([tp]).values():
+        future.result(30)  # the group's committed offset (0) is now below the log start (5)
+    worker = _worker(settings, tmp_path).start()
+    status = worker.wait(timeout=120)
+    assert status != 0, worker.log_tail()
+    assert "OffsetOutOfRange" in worker.log_tail(200) or "out of range" in worker.log_tail(200)
+    assert read_topic(settings, settings.topics.enriched, expected=1, timeout=3) == []
+
+
+def test_produce_command_sends_json_lines_and_names_each_bad_line(pipeline_settings, tmp_path):
+    import json
+
+    from pipeline.events import event_to_json
+
+    settings = pipeline_settings
+    good = [make_event() for _ in range(3)]
+    lines = [json.dumps(event_to_json(e)) for e in good]
+    lines.insert(1, "{not json")
+    lines.append(json.dumps({**event_to_json(make_event()), "event_id": "nope"}))
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    command = PipelineProcess(settings, "produce", str(path), log_dir=tmp_path, name="produce")
+    assert command.start().wait(timeout=60) == 1
+    log = command.log_tail()
+    assert "line 2: not JSON" in log
+    assert "line 5: invalid_field" in log
+    assert "sent 3 events, 2 bad lines" in log
+    sent = read_topic(settings, settings.topics.input, expected=3, timeout=30)
+    decoder = Decoder(STORE, STORE.latest(ACCESS_EVENT))
+    ids = {decoder.decode(m.value()).record["event_id"] for m in sent}
+    assert ids == {e["event_id"] for e in good}
