@@ -61,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "DEBUG":
+        # Client libraries log every request at INFO; only their problems matter here.
+        for noisy in ("opensearch", "urllib3", "botocore", "kafka", "aiokafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = load_settings()
         status: int = args.func(args, settings)
