@@ -127,6 +127,7 @@ class OpenSearchSettings(_Section):
     number_of_shards: int = Field(1, ge=1)
     number_of_replicas: int = Field(0, ge=0)
     timeout_s: float = Field(30.0, gt=0)
+    wait_s: float = Field(60.0, gt=0)
 
 
 class ArchiveSettings(_Section):
@@ -148,6 +149,8 @@ class SinkSettings(_Section):
     archive_max_ms: int = Field(5000, ge=1)
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(30.0, gt=0)
+    session_timeout_ms: int = Field(10_000, ge=1000)
+    instance_id: str | None = None
     metrics_port: int | None = None
 
 
@@ -177,6 +180,7 @@ class StackSettings(_Section):
     opensearch_port: int = 9200
     opensearch_transport_port: int = 9300
     opensearch_heap: str = "1g"
+    kafka_heap: str = "512m"
     opensearch_user: str = "opensearch"
     java_home: Path = Path("/usr/lib/jvm/java-17-openjdk-amd64")
     versitygw_version: str = "v1.8.0"

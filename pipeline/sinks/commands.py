@@ -29,14 +29,14 @@ def register(subparsers: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--instance-id",
-        help="static group membership id (group.instance.id): a restart within the session "
-        "timeout keeps the partitions without a rebalance",
+        help="static group membership id (group.instance.id; default: sink.instance_id): a "
+        "restart within the session timeout keeps the partitions without a rebalance",
     )
     common.add_argument(
         "--session-timeout-ms",
         type=int,
-        default=10_000,
-        help="consumer session timeout (default 10000)",
+        default=None,
+        help="consumer session timeout (default: sink.session_timeout_ms, 10000)",
     )
     common.add_argument(
         "--metrics-port",
@@ -54,8 +54,8 @@ def register(subparsers: Any) -> None:
     os_parser.add_argument(
         "--wait-s",
         type=float,
-        default=60.0,
-        help="how long to wait for OpenSearch to answer at start (default 60)",
+        default=None,
+        help="how long to wait for OpenSearch to answer at start (default: opensearch.wait_s)",
     )
     os_parser.set_defaults(func=run_opensearch)
 
@@ -85,8 +85,9 @@ def loop_config(
         batch_max_ms=max_ms,
         retry_initial_s=settings.sink.retry_initial_s,
         retry_max_s=settings.sink.retry_max_s,
-        session_timeout_ms=getattr(args, "session_timeout_ms", None) or 10_000,
-        instance_id=getattr(args, "instance_id", None),
+        session_timeout_ms=getattr(args, "session_timeout_ms", None)
+        or settings.sink.session_timeout_ms,
+        instance_id=getattr(args, "instance_id", None) or settings.sink.instance_id,
     )
 
 
@@ -101,7 +102,7 @@ def opensearch_runner(settings: Settings, args: argparse.Namespace | None = None
     )
 
     client = make_client(settings.opensearch)
-    wait_s = getattr(args, "wait_s", None) or 60.0
+    wait_s = getattr(args, "wait_s", None) or settings.opensearch.wait_s
     deadline = time.monotonic() + wait_s
     wait_for_opensearch(client, settings.opensearch.url, wait_s)
     while True:

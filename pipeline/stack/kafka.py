@@ -17,7 +17,6 @@ from pipeline.stack.base import Service
 
 log = logging.getLogger(__name__)
 
-KAFKA_HEAP = "512m"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MVN = ("mvn", "-B", "-ntp", "-Dstyle.color=never")
 _COMPLETE = ".auditstream-complete"
@@ -185,7 +184,7 @@ class KafkaService(Service):
         return [
             str(java_binary(self.stack)),
             "-Xms256m",
-            f"-Xmx{KAFKA_HEAP}",
+            f"-Xmx{self.stack.kafka_heap}",
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
             "-XX:InitiatingHeapOccupancyPercent=35",
