@@ -25,6 +25,10 @@ COMMAND_MODULES = (
     "pipeline.producer.commands",
     "pipeline.simulate",
     "pipeline.search",
+    "pipeline.retention",
+    "pipeline.dashboards",
+    "pipeline.integrity.commands",
+    "pipeline.observability.commands",
     "pipeline.bench",
     "pipeline.demo",
 )
