@@ -4,6 +4,13 @@ Pure functions, no I/O. Analysts search with ECS names (``@timestamp``,
 ``event.action``, ``user.name``, ``source.ip`` …) so their habits and Sigma
 rules carry over; what ECS has no name for lives under ``auditstream.*``.
 
+Enrichment context (EnrichedEvent v2) lands in ECS fields where ECS has one
+(``source.geo.*`` with ``source.geo.location`` a geo_point ``{lat, lon}``,
+``source.as.*``, ``user.full_name``, ``user.email``, ``user_agent.*``) and
+under ``auditstream.*`` where it has none (``auditstream.source.network_type``,
+``auditstream.directory.*``, ``auditstream.user_agent.is_bot``,
+``auditstream.resource.{sensitivity,data_categories,classification_rule}``).
+
 Time (DESIGN, Time): ``@timestamp`` is when the access occurred (the producer's
 clock), ``event.created`` when Kafka received it, ``event.ingested`` when the
 sink wrote it (set by the sink, not here). Null values are left out.
@@ -77,6 +84,12 @@ def to_document(enriched: Mapping[str, Any]) -> dict[str, Any]:
     service: Mapping[str, Any] = event["service"]
     auth: Mapping[str, Any] | None = event.get("auth")
     category, types = categorize(event["action"], resource["type"] if resource else None)
+    # Enrichment context (EnrichedEvent v2; absent or null in v1 records).
+    geo: Mapping[str, Any] = enriched.get("geo") or {}
+    as_info: Mapping[str, Any] = enriched.get("as_info") or {}
+    person: Mapping[str, Any] = enriched.get("directory") or {}
+    agent: Mapping[str, Any] = enriched.get("user_agent") or {}
+    label: Mapping[str, Any] = enriched.get("classification") or {}
 
     doc: dict[str, Any] = {
         "@timestamp": iso(event["occurred_at"]),
@@ -92,10 +105,36 @@ def to_document(enriched: Mapping[str, Any]) -> dict[str, Any]:
             "created": iso(enriched["received_at"]),
             "hash": enriched["content_hash"],
         },
-        "user": {"id": actor["id"], "name": actor.get("name")},
+        "user": {
+            "id": actor["id"],
+            "name": actor.get("name"),
+            "full_name": person.get("display_name"),
+            "email": person.get("email"),
+        },
         "organization": {"id": actor.get("tenant")},
-        "source": {"ip": source.get("ip"), "port": source.get("port")},
-        "user_agent": {"original": source.get("user_agent")},
+        "source": {
+            "ip": source.get("ip"),
+            "port": source.get("port"),
+            "geo": {
+                "country_iso_code": geo.get("country_iso_code"),
+                "country_name": geo.get("country_name"),
+                "region_name": geo.get("region_name"),
+                "city_name": geo.get("city_name"),
+                "continent_code": geo.get("continent_code"),
+                "location": _geo_point(geo.get("location")),
+            },
+            "as": {
+                "number": as_info.get("number"),
+                "organization": {"name": as_info.get("organization")},
+            },
+        },
+        "user_agent": {
+            "original": source.get("user_agent"),
+            "name": agent.get("name"),
+            "version": agent.get("version"),
+            "os": {"name": agent.get("os_name"), "version": agent.get("os_version")},
+            "device": {"name": agent.get("device")},
+        },
         "service": {"name": service["name"], "environment": service.get("environment")},
         "host": {"name": service.get("host")},
         "http": {"request": {"id": event.get("request_id")}},
@@ -103,10 +142,26 @@ def to_document(enriched: Mapping[str, Any]) -> dict[str, Any]:
         "auditstream": {
             "actor": {"type": actor.get("type")},
             "resource": (
-                {"type": resource["type"], "id": resource["id"], "name": resource.get("name")}
+                {
+                    "type": resource["type"],
+                    "id": resource["id"],
+                    "name": resource.get("name"),
+                    "sensitivity": label.get("sensitivity"),
+                    "data_categories": list(label.get("data_categories") or []) or None,
+                    "classification_rule": label.get("rule"),
+                }
                 if resource
                 else None
             ),
+            "source": {"network_type": enriched.get("network_type")},
+            "directory": {
+                "department": person.get("department"),
+                "title": person.get("title"),
+                "manager": person.get("manager"),
+                "privileged": person.get("privileged"),
+                "employment_status": person.get("employment_status"),
+            },
+            "user_agent": {"is_bot": agent.get("is_bot")},
             "session_id": event.get("session_id"),
             "auth": {"method": auth.get("method"), "mfa": auth.get("mfa")} if auth else None,
             "schema_version": event.get("schema_version"),
@@ -194,6 +249,13 @@ def field_paths(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             paths[path] = value
     return paths
+
+
+def _geo_point(location: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """An ECS ``geo_point`` as an object (``{"lat", "lon"}``), the form OpenSearch reads back."""
+    if not location or location.get("lat") is None or location.get("lon") is None:
+        return None
+    return {"lat": float(location["lat"]), "lon": float(location["lon"])}
 
 
 def _is_ip(text: str) -> bool:

@@ -8,6 +8,7 @@ Secrets are :class:`pydantic.SecretStr` so they are never printed or logged.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -164,9 +165,69 @@ class WorkerSettings(_Section):
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
 
 
+class DedupeSettings(_Section):
+    enabled: bool = True
+    window_s: float = Field(7 * 24 * 3600.0, gt=0)
+    sweep_every: int = Field(1000, ge=1)
+    sweep_limit: int = Field(1000, ge=1)
+
+
+class EnrichSettings(_Section):
+    """The enrichment stage; an enricher whose source is not set is off and adds nothing."""
+
+    geoip_city_path: Path | None = None  # GeoLite2-City/-Country or DB-IP city/country .mmdb
+    geoip_asn_path: Path | None = None  # GeoLite2-ASN or DB-IP ASN .mmdb
+    directory_path: Path | None = None  # identity directory export, .json or .csv
+    classification_path: Path | None = None  # resource classification rules, .yaml
+    user_agent: bool = True  # parse user agents (needs no file)
+    reload_interval_s: float = Field(5.0, gt=0)  # how often source files are checked for changes
+    cache_size: int = Field(10_000, ge=1)  # entries per enricher's LRU cache
+
+
 class RetentionSettings(_Section):
     events_days: int = Field(90, ge=1)
     alerts_days: int = Field(400, ge=1)
+
+
+class DashboardsSettings(_Section):
+    """OpenSearch Dashboards, where ``auditstream dashboards import`` loads the saved objects."""
+
+    url: str = "http://127.0.0.1:5601"
+    wait_s: float = Field(120.0, gt=0)
+
+
+class AccessSettings(_Section):
+    """Who reads the trail through the CLI (DESIGN, Security); enforced by the security plugin."""
+
+    user: str | None = None  # asserted identity when OpenSearch does not authenticate one
+    role: Literal["auditor", "analyst", "pipeline", "retention"] = "analyst"
+    sensitive_fields: list[str] = Field(
+        default_factory=lambda: [
+            "user.name",
+            "user.email",
+            "user.full_name",
+            "source.ip",
+            "user_agent.original",
+        ]
+    )
+
+
+class ObservabilitySettings(_Section):
+    """The lag exporter (``auditstream lag-exporter``) and what reads lag."""
+
+    lag_exporter_port: int = Field(9403, ge=1, le=65535)
+    lag_exporter_addr: str = "0.0.0.0"
+    lag_interval_s: float = Field(10.0, gt=0)
+    lag_timeout_s: float = Field(10.0, gt=0)
+
+
+class IntegritySettings(_Section):
+    """The digest signer and its periodic verify (DESIGN, Integrity)."""
+
+    signing_key: Path = Field(default_factory=lambda: _data_root() / "keys" / "digest-signing.pem")
+    digest_interval_s: float = Field(3600.0, gt=0)
+    verify_interval_s: float = Field(3600.0, gt=0)
+    metrics_port: int | None = None
 
 
 class StackSettings(_Section):
@@ -209,7 +270,13 @@ class Settings(BaseSettings):
     archive: ArchiveSettings = ArchiveSettings()
     sink: SinkSettings = SinkSettings()
     worker: WorkerSettings = WorkerSettings()
+    dedupe: DedupeSettings = DedupeSettings()
+    enrich: EnrichSettings = EnrichSettings()
     retention: RetentionSettings = RetentionSettings()
+    access: AccessSettings = AccessSettings()
+    dashboards: DashboardsSettings = DashboardsSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
+    integrity: IntegritySettings = IntegritySettings()
     stack: StackSettings = StackSettings()
 
     @model_validator(mode="after")
@@ -249,5 +316,7 @@ def to_env(settings: Settings) -> dict[str, str]:
                 value = value.get_secret_value()
             elif isinstance(value, bool):
                 value = "true" if value else "false"
+            elif isinstance(value, list | dict):
+                value = json.dumps(value)  # pydantic-settings reads complex values as JSON
             env[f"AUDITSTREAM_{section_name.upper()}__{field.upper()}"] = str(value)
     return env

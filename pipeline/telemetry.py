@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger("auditstream")
 
@@ -84,11 +84,22 @@ ARCHIVE_BYTES = Counter(
     ["topic"],
 )
 
+VERIFY_LAST_SUCCESS = Gauge(
+    "auditstream_verify_last_success_timestamp_seconds",
+    "Unix time of the last periodic archive verification that passed.",
+)
+VERIFY_FAILURES = Counter(
+    "auditstream_verify_failures_total",
+    "Periodic archive verifications that found a problem (or could not finish).",
+)
 
-def dead_lettered(reason: str, detail: str, *, topic: str, partition: int, offset: int) -> None:
+
+def dead_lettered(
+    reason: str, detail: str, *, topic: str, partition: int, offset: int, stage: str = "validate"
+) -> None:
     """Count one dead letter and log it, in one call, so the two never disagree."""
     DEAD_LETTERS.labels(reason=reason).inc()
-    EVENTS.labels(stage="validate", result="dead_letter").inc()
+    EVENTS.labels(stage=stage, result="dead_letter").inc()
     log.warning("dead letter %s at %s/%d@%d: %s", reason, topic, partition, offset, detail[:500])
 
 

@@ -43,6 +43,7 @@ RETRY_DEADLINE_S = 60.0
 REQUEST_TIMEOUT_S = 15.0
 TOPIC_FIELDS = ("input", "by_ip", "enriched", "dead_letter", "alerts")
 GROUP_FIELDS = ("worker", "sink_opensearch", "sink_archive")
+WORKER_TABLES = ("dedupe",)
 
 _TRANSIENT = {
     KafkaError._TRANSPORT,
@@ -136,7 +137,17 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         "cleanup.policy": "delete",
         "message.timestamp.type": "LogAppendTime",
     }
-    return {name: configs[name] for name in topics.all()}
+    ordered = {name: configs[name] for name in topics.all()}
+    # Faust's table changelogs: compacted only, never deleted by age (a deleted
+    # head crashes recovery), one partition per input partition.
+    for name in changelog_topics(settings):
+        ordered[name] = {"cleanup.policy": "compact"}
+    return ordered
+
+
+def changelog_topics(settings: Settings) -> list[str]:
+    """The worker's table changelog topics, named as Faust names them."""
+    return [f"{settings.groups.worker}-{table}-changelog" for table in WORKER_TABLES]
 
 
 def group_reads(settings: Settings) -> dict[str, list[str]]:
@@ -207,7 +218,7 @@ def _partition_counts(admin: AdminClient, settings: Settings, deadline: float) -
 
 def _check_partitions(settings: Settings, counts: dict[str, int]) -> None:
     want = settings.topics.partitions
-    for topic in settings.topics.all():
+    for topic in [*settings.topics.all(), *changelog_topics(settings)]:
         have = counts.get(topic)
         if have is not None and have != want:
             raise ConfigError(

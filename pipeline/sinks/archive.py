@@ -17,7 +17,11 @@ it came), under the key ``<topic>/<partition:05d>/<first offset:020d>.avro``.
 - The same records always give the same bytes: deflate, a fixed block size,
   a sync marker derived from the key, metadata in a fixed order.
 
-Hash chains and digests over these objects are built elsewhere (integrity).
+- Each object's SHA-256 then enters its partition's hash chain
+  (:mod:`pipeline.integrity.chain`): an entry object claimed the same way. The
+  chain is brought up to the newest object when a partition is opened, so a
+  crash between an object and its entry is repaired by the next sink (the
+  object is already locked: it can only be chained, never rewritten).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 import fastavro
 
 from pipeline import telemetry
+from pipeline.integrity.chain import ChainHead, append_entry, repair_chain
 from pipeline.schemas import default_schemas_dir
 from pipeline.sinks.base import TIMESTAMP_TYPES, TP, Batch, Record, Sink, SinkError
 from pipeline.sinks.storage import ObjectStore
@@ -228,29 +233,33 @@ class ArchiveSink(Sink):
         self.store = store
         self.schema = schema or raw_record_schema()
         self._next: dict[TP, int] = {}  # archive head + 1 per partition, when known
+        self._chain: dict[TP, ChainHead] = {}  # the chain head per partition, when known
         self._adopted: dict[TP, int] = {}  # continue here after this batch (adoptions)
 
     def open(self, partitions: Sequence[TP]) -> dict[TP, int]:
         starts: dict[TP, int] = {}
         for tp in partitions:
-            head = archive_head(self.store, *tp)
+            head = repair_chain(self.store, *tp)
             if head is None:
                 self._next.pop(tp, None)
+                self._chain.pop(tp, None)
                 log.info("archive: %s[%d] has no archive objects yet", *tp)
                 continue
-            starts[tp] = self._next[tp] = head.last_offset + 1
+            self._chain[tp] = head
+            starts[tp] = self._next[tp] = head.next_offset
             log.info(
                 "archive: %s[%d] resumes at offset %d after %s",
                 tp[0],
                 tp[1],
-                head.last_offset + 1,
-                head.key,
+                head.next_offset,
+                head.entry.key,
             )
         return starts
 
     def close(self, partitions: Sequence[TP]) -> None:
         for tp in partitions:
             self._next.pop(tp, None)
+            self._chain.pop(tp, None)
             self._adopted.pop(tp, None)
 
     def write(self, batch: Batch) -> None:
@@ -281,6 +290,7 @@ class ArchiveSink(Sink):
             start = expected if expected is not None else records[0].offset
             data, info = encode_object(records, start, self.schema)
             if self.store.put_if_absent(info.key, data):
+                self._chain[tp] = append_entry(self.store, data, info, self._chain.get(tp))
                 telemetry.ARCHIVE_OBJECTS.labels(topic=tp[0]).inc()
                 telemetry.ARCHIVE_BYTES.labels(topic=tp[0]).inc(len(data))
                 telemetry.EVENTS.labels(stage=stage, result="ok").inc(info.count)
@@ -299,6 +309,10 @@ class ArchiveSink(Sink):
                 theirs.last_offset,
                 theirs.last_offset + 1,
             )
-            self._next[tp] = theirs.last_offset + 1
+            head = repair_chain(self.store, *tp)  # chains their object (and any before it)
+            if head is None or head.entry.last_offset < theirs.last_offset:
+                raise SinkError(f"archive object {info.key} vanished while it was adopted")
+            self._chain[tp] = head
+            self._next[tp] = head.next_offset
             if theirs.last_offset >= records[-1].offset:
                 self._adopted[tp] = theirs.last_offset + 1

@@ -20,6 +20,7 @@ from pipeline.schemas import SchemaStore, default_store
 from pipeline.settings import Settings
 from pipeline.worker.output import OutputWriter, fatal
 from pipeline.worker.processor import Headers, InputRecord, Processor
+from pipeline.worker.state import TableStores, make_table
 from pipeline.worker.transport import broker_urls
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,18 @@ def _headers(raw: Any) -> Headers:
     return [(str(k), v if v is None else bytes(v)) for k, v in items]
 
 
-async def _process(stream: Any, processor: Processor, writer: OutputWriter, gate: AckGate) -> None:
+async def _process(
+    stream: Any,
+    processor: Processor,
+    writer: OutputWriter,
+    gate: AckGate,
+    tables: TableStores | None,
+) -> None:
     """One event at a time; acknowledged from the delivery report of its last output."""
     loop = asyncio.get_running_loop()
+    changelog = tables.changelog_topic if tables else ""
+    on_changelog = tables.delivered if tables else None
+    seen = 0
     async for event in stream.noack().events():
         message = event.message
         record = InputRecord(
@@ -68,7 +78,8 @@ async def _process(stream: Any, processor: Processor, writer: OutputWriter, gate
             headers=_headers(message.headers),
         )
         try:
-            outputs = processor.process(record)
+            state = tables.partition(record.partition) if tables else None
+            outputs = processor.process(record, state, changelog)
         except Exception as exc:
             raise RuntimeError(f"{record.topic}/{record.partition}@{record.offset}: {exc}") from exc
         await gate.enter(record.partition)
@@ -80,7 +91,10 @@ async def _process(stream: Any, processor: Processor, writer: OutputWriter, gate
         def delivered(done: Callable[[], None] = acknowledge) -> None:
             loop.call_soon_threadsafe(done)
 
-        writer.write(outputs, record.partition, delivered)
+        writer.write(outputs, record.partition, delivered, on_changelog)
+        seen += 1
+        if tables and seen % 1000 == 0:
+            tables.flush_persisted()
 
 
 def create_app(
@@ -109,13 +123,19 @@ def create_app(
         stream_buffer_maxsize=4096,
     )
     processor = Processor(settings, store or default_store())
+    tables = (
+        TableStores(make_table(app, "dedupe", settings.topics.partitions))
+        if settings.dedupe.enabled
+        else None
+    )
     source = app.topic(settings.topics.input, key_serializer="raw", value_serializer="raw")
 
     @app.agent(source, name="process")
     async def process(stream: Any) -> None:
         try:
             writer = OutputWriter(settings, on_fatal=die)
-            await _process(stream, processor, writer, AckGate(worker.max_unacked_per_partition))
+            gate = AckGate(worker.max_unacked_per_partition)
+            await _process(stream, processor, writer, gate, tables)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # any fault of ours: stop before acknowledging more

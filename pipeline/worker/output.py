@@ -52,6 +52,7 @@ class OutputWriter:
         self._producer = Producer(output_producer_config(settings))
         self._on_fatal = on_fatal
         self._partitions: dict[str, int] = {}
+        self._changelogs: set[str] = set()
         self._running = True
         self._thread = threading.Thread(target=self._poll, name="output-poll", daemon=True)
         self._thread.start()
@@ -66,8 +67,17 @@ class OutputWriter:
             self._partitions[topic] = len(info.partitions)
         return self._partitions[topic]
 
-    def write(self, outputs: list[Output], partition: int, on_done: Callable[[], None]) -> None:
-        """Queue ``outputs`` on the input's partition number; call ``on_done`` once all land."""
+    def write(
+        self,
+        outputs: list[Output],
+        partition: int,
+        on_done: Callable[[], None],
+        on_changelog: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Queue ``outputs`` on the input's partition number; call ``on_done`` once all land.
+
+        ``on_changelog(partition, offset)`` hears of each delivered changelog record.
+        """
         if not outputs:
             on_done()
             return
@@ -78,6 +88,8 @@ class OutputWriter:
             if err is not None:
                 self._on_fatal(f"output to {msg.topic()} was not delivered: {err}")
                 return
+            if on_changelog is not None and msg.topic() in self._changelogs:
+                on_changelog(msg.partition() or 0, msg.offset() or 0)
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
@@ -85,6 +97,8 @@ class OutputWriter:
                 on_done()
 
         for out in outputs:
+            if out.changelog:
+                self._changelogs.add(out.topic)
             # Same partition number as the input keeps one actor's order end to end.
             target = partition % self.partitions(out.topic)
             while True:

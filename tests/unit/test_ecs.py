@@ -71,6 +71,42 @@ def make_enriched(**overrides: Any) -> dict[str, Any]:
     return enriched
 
 
+CONTEXT: dict[str, Any] = {
+    "network_type": "public",
+    "geo": {
+        "country_iso_code": "GB",
+        "country_name": "United Kingdom",
+        "region_name": "England",
+        "city_name": "London",
+        "continent_code": "EU",
+        "location": {"lat": 51.5142, "lon": -0.0931},
+    },
+    "as_info": {"number": 20712, "organization": "Andrews & Arnold Ltd"},
+    "directory": {
+        "display_name": "Alice Liddell",
+        "email": "alice@example.com",
+        "department": "finance",
+        "title": "Controller",
+        "manager": "u-7",
+        "privileged": True,
+        "employment_status": "active",
+    },
+    "user_agent": {
+        "name": "Chrome",
+        "version": "130.0.0.0",
+        "os_name": "Windows",
+        "os_version": "10",
+        "device": None,
+        "is_bot": False,
+    },
+    "classification": {
+        "sensitivity": "restricted",
+        "data_categories": ["PCI", "PII"],
+        "rule": "payment-card-data",
+    },
+}
+
+
 def make_alert(**overrides: Any) -> dict[str, Any]:
     alert: dict[str, Any] = {
         "alert_id": "al-1",
@@ -135,6 +171,61 @@ def test_event_document_has_the_ecs_fields() -> None:
     assert f["auditstream.kafka.offset"] == 1234
     assert f["auditstream.enrichment_errors"] == ["geo: no database"]
     json.dumps(doc)  # plain JSON, nothing left to serialize
+
+
+def test_enrichment_context_uses_ecs_names_and_auditstream_extras() -> None:
+    doc = ecs.to_document(make_enriched(**CONTEXT))
+    f = ecs.field_paths(doc)
+    assert doc["source"]["geo"]["location"] == {"lat": 51.5142, "lon": -0.0931}  # geo_point
+    assert f["source.geo.country_iso_code"] == "GB"
+    assert f["source.geo.country_name"] == "United Kingdom"
+    assert f["source.geo.region_name"] == "England"
+    assert f["source.geo.city_name"] == "London"
+    assert f["source.geo.continent_code"] == "EU"
+    assert f["source.as.number"] == 20712
+    assert f["source.as.organization.name"] == "Andrews & Arnold Ltd"
+    assert f["auditstream.source.network_type"] == "public"
+    assert f["user.full_name"] == "Alice Liddell"
+    assert f["user.email"] == "alice@example.com"
+    assert f["user.name"] == "alice"  # the actor's own name stays
+    assert f["auditstream.directory.department"] == "finance"
+    assert f["auditstream.directory.title"] == "Controller"
+    assert f["auditstream.directory.manager"] == "u-7"
+    assert f["auditstream.directory.privileged"] is True
+    assert f["auditstream.directory.employment_status"] == "active"
+    assert f["user_agent.original"] == "curl/8.5.0"
+    assert f["user_agent.name"] == "Chrome"
+    assert f["user_agent.version"] == "130.0.0.0"
+    assert f["user_agent.os.name"] == "Windows"
+    assert f["user_agent.os.version"] == "10"
+    assert "user_agent.device.name" not in f  # null left out
+    assert f["auditstream.user_agent.is_bot"] is False  # false is kept, it is an answer
+    assert f["auditstream.resource.sensitivity"] == "restricted"
+    assert f["auditstream.resource.data_categories"] == ["PCI", "PII"]
+    assert f["auditstream.resource.classification_rule"] == "payment-card-data"
+    json.dumps(doc)
+
+
+def test_private_address_has_a_network_label_and_no_geo() -> None:
+    doc = ecs.to_document(make_enriched(network_type="private", geo=None, as_info=None))
+    assert doc["auditstream"]["source"] == {"network_type": "private"}
+    assert set(doc["source"]) == {"ip", "port"}
+
+
+def test_v1_documents_without_context_have_no_enrichment_fields() -> None:
+    f = ecs.field_paths(ecs.to_document(make_enriched()))
+    for gone in (
+        "source.geo",
+        "source.as",
+        "user.full_name",
+        "user.email",
+        "user_agent.name",
+        "auditstream.source",
+        "auditstream.directory",
+        "auditstream.user_agent",
+        "auditstream.resource.sensitivity",
+    ):
+        assert not any(p == gone or p.startswith(gone + ".") for p in f), gone
 
 
 def test_null_values_are_left_out() -> None:
@@ -262,6 +353,8 @@ def _mapping_for(template: dict[str, Any], path: str) -> dict[str, Any] | None:
                         return dict(rule["mapping"])
             return None
         node = props[part]
+        if node.get("type") == "geo_point":  # an object value ({lat, lon}) in one field
+            return node
         if i < len(parts) - 1 and "properties" not in node and node.get("type") != "object":
             return None
     return node
@@ -271,7 +364,9 @@ def _assert_fits(value: Any, mapping: dict[str, Any], path: str) -> None:
     kind = mapping.get("type", "object")
     values = value if isinstance(value, list) else [value]
     for v in values:
-        if isinstance(v, bool):
+        if kind == "geo_point":
+            assert path.endswith((".lat", ".lon")) and isinstance(v, float), path
+        elif isinstance(v, bool):
             assert kind == "boolean", path
         elif isinstance(v, int):
             assert kind in ("long", "integer"), path
@@ -291,6 +386,12 @@ def _assert_fits(value: Any, mapping: dict[str, Any], path: str) -> None:
             [
                 ecs.to_document(make_enriched()),
                 ecs.to_document(make_enriched(event=make_event(action="read", resource=None))),
+                ecs.to_document(make_enriched(**CONTEXT)),
+                ecs.to_document(
+                    make_enriched(
+                        **{**CONTEXT, "user_agent": {**CONTEXT["user_agent"], "device": "Spider"}}
+                    )
+                ),
             ],
         ),
         (

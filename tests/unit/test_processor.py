@@ -66,3 +66,28 @@ def test_invalid_event_dead_letter_keeps_its_event_id():
     letter = _read(out.value, DEAD_LETTER)
     assert letter["reason"] == "invalid_field"
     assert letter["event_id"] == event["event_id"]
+
+
+def test_with_state_a_copy_is_dropped_and_a_changed_copy_is_a_conflicting_duplicate():
+    from pipeline.stages.dedupe import DictStore
+
+    processor = Processor(Settings(), default_store())
+    state = DictStore()
+    entry = default_store().latest(ACCESS_EVENT)
+    event = make_event()
+    value = encode(event, entry, Encoding.SINGLE_OBJECT)
+    first = processor.process(_record(value, offset=1), state, "cl")
+    assert [o.topic for o in first] == ["access-events-enriched", "cl"]
+    assert first[1].changelog and first[1].key == event["event_id"].encode()
+    # The same message again (a crash replay) is processed again, changelog included.
+    assert [o.topic for o in processor.process(_record(value, offset=1), state, "cl")] == [
+        "access-events-enriched",
+        "cl",
+    ]
+    assert processor.process(_record(value, offset=2), state, "cl") == []
+    changed = encode({**event, "action": "delete"}, entry, Encoding.SINGLE_OBJECT)
+    [letter] = processor.process(_record(changed, offset=3), state, "cl")
+    record = _read(letter.value, DEAD_LETTER)
+    assert record["reason"] == "conflicting_duplicate"
+    assert record["original_value"] == changed
+    assert "@1" in record["detail"]

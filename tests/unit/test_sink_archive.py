@@ -174,7 +174,7 @@ def test_one_object_per_partition_of_a_batch(tmp_path: Path) -> None:
     batch = Batch(records=[rec(0, 0), rec(0, 1, topic="dlq"), rec(1, 0), rec(1, 1, topic="dlq")])
     batch.attempts = 1
     sink.write(batch)
-    assert store.list("") == [
+    assert [k for k in store.list("") if not k.startswith("_chain/")] == [
         object_key(T, 0, 0),
         object_key("dlq", 1, 0),
     ]
@@ -218,6 +218,8 @@ def test_a_retry_after_a_partial_write_does_not_write_twice(tmp_path: Path) -> N
     calls: list[str] = []
 
     def flaky(key: str, data: bytes) -> bool:
+        if key.startswith("_chain/"):
+            return real_put(key, data)
         calls.append(key)
         if len(calls) == 2:
             raise TransportError("disk hiccup")

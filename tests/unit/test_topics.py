@@ -15,6 +15,7 @@ from pipeline.topics import (
     TopicReport,
     _check_partitions,
     _retry,
+    changelog_topics,
     group_reads,
     topic_configs,
     with_suffix,
@@ -34,12 +35,18 @@ def test_input_topic_keeps_log_append_time_and_its_retention() -> None:
 
 def test_outputs_use_the_output_retention() -> None:
     configs = topic_configs(SETTINGS)
-    assert list(configs) == SETTINGS.topics.all()
+    assert list(configs) == [*SETTINGS.topics.all(), *changelog_topics(SETTINGS)]
     for name in SETTINGS.topics.outputs():
         assert configs[name] == {
             "retention.ms": str(SETTINGS.topics.output_retention_ms),
             "cleanup.policy": "delete",
         }
+
+
+def test_table_changelogs_are_compacted_only_and_named_as_faust_names_them() -> None:
+    configs = topic_configs(SETTINGS)
+    assert changelog_topics(SETTINGS) == ["auditstream-worker-dedupe-changelog"]
+    assert configs["auditstream-worker-dedupe-changelog"] == {"cleanup.policy": "compact"}
 
 
 def test_each_group_reads_its_topics() -> None:

@@ -104,7 +104,7 @@ class S3Store(ObjectStore):
             "Key": check_key(key),
             "Body": data,
             "IfNoneMatch": "*",
-            "ContentType": "application/avro",
+            "ContentType": "application/json" if key.endswith(".json") else "application/avro",
         }
         if self.checksum:
             params["ChecksumAlgorithm"] = "SHA256"
