@@ -1,4 +1,4 @@
-from pipeline.stages.dedupe import DictStore, Deduper, Sighting, Verdict
+from pipeline.stages.dedupe import Deduper, DictStore, Sighting, Verdict
 
 DAY_US = 86_400 * 1_000_000
 
