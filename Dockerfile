@@ -19,6 +19,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY pipeline ./pipeline
+# Packaged into the wheel: index templates, example enrichment rules, saved objects.
+COPY deploy/opensearch ./deploy/opensearch
+COPY deploy/enrichment ./deploy/enrichment
+COPY deploy/dashboards ./deploy/dashboards
 RUN python -m venv /opt/auditstream \
     && /opt/auditstream/bin/pip install ".[s3]"
 

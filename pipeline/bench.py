@@ -946,6 +946,11 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dedupe_ids is not None:
+        from pipeline import bench_dedupe
+
+        print(bench_dedupe.report(bench_dedupe.measure(args.dedupe_ids)))
+        return 0
     _check(args)
     local = start_stack(settings)
     tmp = Path(tempfile.mkdtemp(prefix="auditstream-bench-"))
@@ -982,4 +987,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--latency-seconds", type=float, default=20.0, help="latency phase length (default 20)"
     )
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument(
+        "--dedupe-ids",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: load N distinct event ids into the dedupe store; print cost and peak RSS",
+    )
     parser.set_defaults(func=run)

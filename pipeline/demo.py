@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     say("1/5 starting the local stack (Kafka, OpenSearch, S3 store) …")
     stack = LocalStack(settings, progress=say)
     stack.up()
-    settings = local_client_settings(settings)
+    settings = _with_example_enrichment(local_client_settings(settings))
     log_dir = Path(settings.stack.state_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     client = OpenSearch(settings.opensearch.url, timeout=30)
@@ -100,6 +100,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     proc.kill()
     say("The stack is still running: `auditstream stack status`, `auditstream stack down`.")
     return 0
+
+
+def _with_example_enrichment(settings: Settings) -> Settings:
+    """Every enricher on, with example sources, unless the settings name real ones."""
+    enrich = settings.enrich
+    if any((enrich.geoip_city_path, enrich.directory_path, enrich.classification_path)):
+        return settings
+    from pipeline.stages.enrich.examples import write_examples
+
+    where = Path(settings.stack.state_dir) / "enrichment"
+    examples = write_examples(where)
+    say(f"    enrichment: example directory, rules and demo geo-IP data in {where}")
+    return settings.model_copy(update={"enrich": examples})
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> None:

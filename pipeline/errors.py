@@ -9,6 +9,8 @@ The hierarchy splits what is retried from what is a bad record::
     ├── RecordError            one record is bad: it goes to the dead-letter topic, nothing stops
     │   ├── DecodeError        bytes that are not an event in a known encoding
     │   └── ValidationError    decodable but with missing or impossible values
+    ├── EnrichmentError        one enricher failed on one event: recorded, the event flows
+    │                          (defined in pipeline.stages.enrich.base)
     ├── DeliveryError          an output was not durably written: the process must stop
     └── StackError             the local stack could not start, stop or be found
 """

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.stages.enrich.classify import ClassificationEnricher
-from pipeline.stages.enrich.stage import example_dir
+from pipeline.stages.enrich.examples import rules_file
 from tests.factories import make_event
 
 RULES = """
@@ -164,6 +164,6 @@ def test_changed_rules_are_reloaded(tmp_path: Path) -> None:
 def test_shipped_rules_classify_the_simulators_resources(
     service: str, rtype: str, rid: str, sensitivity: str, categories: list[str]
 ) -> None:
-    enricher = ClassificationEnricher(example_dir() / "classification.yaml", watch=False)
+    enricher = ClassificationEnricher(rules_file(), watch=False)
     label = _classify(enricher, service, rtype, rid)
     assert (label["sensitivity"], label["data_categories"]) == (sensitivity, categories)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,19 +19,29 @@ from pipeline.schemas import ENRICHED_EVENT, default_store
 from pipeline.settings import EnrichSettings, Settings, load_settings
 from pipeline.simulate import Simulator
 from pipeline.stages.enrich import Enricher, EnrichmentError, EnrichStage, bench_enrich
-from pipeline.stages.enrich.stage import example_dir, example_settings
+from pipeline.stages.enrich.examples import write_examples
 from tests.factories import make_event
 
 
 @pytest.fixture
 def examples(tmp_path: Path) -> Path:
-    """A private copy of deploy/enrichment, so reload threads never watch the checkout."""
-    return Path(shutil.copytree(example_dir(), tmp_path / "enrichment"))
+    """The example sources, written for this test (reload threads watch only them)."""
+    write_examples(tmp_path / "enrichment")
+    return tmp_path / "enrichment"
+
+
+def _settings(examples: Path) -> EnrichSettings:
+    return EnrichSettings(
+        geoip_city_path=examples / "demo-city.mmdb",
+        geoip_asn_path=examples / "demo-asn.mmdb",
+        directory_path=examples / "directory.json",
+        classification_path=examples / "classification.yaml",
+    )
 
 
 @pytest.fixture
 def stage(examples: Path) -> Any:
-    with EnrichStage.from_settings(example_settings(examples)) as built:
+    with EnrichStage.from_settings(_settings(examples)) as built:
         yield built
 
 
@@ -144,7 +153,7 @@ def test_failures_are_logged_at_most_once_a_minute(caplog: pytest.LogCaptureFixt
 def test_a_bad_source_stops_start_up_with_its_name(examples: Path) -> None:
     (examples / "classification.yaml").write_text("rules: [")
     with pytest.raises(ConfigError, match=r"classification\.yaml: not valid YAML"):
-        EnrichStage.from_settings(example_settings(examples))
+        EnrichStage.from_settings(_settings(examples))
 
 
 def _decode(value: bytes, reader: dict[str, Any], writer: dict[str, Any]) -> Any:

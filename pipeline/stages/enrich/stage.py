@@ -11,7 +11,6 @@ most once a minute per enricher, with the count since), and the event flows on.
 from __future__ import annotations
 
 import random
-import shutil
 import sys
 import tempfile
 import time
@@ -107,33 +106,13 @@ class EnrichStage:
         return error
 
 
-def example_dir() -> Path:
-    """``deploy/enrichment`` in a source checkout, or the copy packaged inside the wheel."""
-    here = Path(__file__).resolve().parents[2]
-    for candidate in (here.parent / "deploy" / "enrichment", here / "_enrichment"):
-        if (candidate / "classification.yaml").is_file():
-            return candidate
-    raise FileNotFoundError(f"no deploy/enrichment examples near {here}")
-
-
-def example_settings(directory: Path | None = None) -> EnrichSettings:
-    """Every enricher on, with the shipped example sources (demo geo-IP files included)."""
-    base = directory or example_dir()
-    return EnrichSettings(
-        geoip_city_path=base / "demo-city.mmdb",
-        geoip_asn_path=base / "demo-asn.mmdb",
-        directory_path=base / "directory.json",
-        classification_path=base / "classification.yaml",
-    )
-
-
 def bench_enrich(
     n: int = 100_000, settings: EnrichSettings | None = None, *, seed: int = 1
 ) -> float:
     """Print and return µs per event for the stage over ``n`` simulated events.
 
-    With no ``settings``, every enricher is on with the shipped examples (copied
-    to a temporary directory, so no reload thread looks at the checkout).
+    With no ``settings``, every enricher is on with the example sources, written
+    to a temporary directory.
     """
     from pipeline.simulate import Simulator
 
@@ -143,8 +122,9 @@ def bench_enrich(
     random.Random(seed).shuffle(events)
     with tempfile.TemporaryDirectory(prefix="auditstream-bench-") as tmp:
         if settings is None:
-            shutil.copytree(example_dir(), tmp, dirs_exist_ok=True)
-            settings = example_settings(Path(tmp))
+            from pipeline.stages.enrich.examples import write_examples
+
+            settings = write_examples(Path(tmp))
         with EnrichStage.from_settings(settings) as stage:
             for event in events:  # warm the caches, as a running worker has them
                 stage.enrich(event)
