@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench clean system-deps
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,18 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff format --check pipeline tests
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+unit: $(BIN)/.installed system-deps
 	$(BIN)/pytest tests/unit -q
 
-test: lint
+# Debian packages the tests need; installed once, only as root (else: say what to install).
+# One apt-get line per package group.
+system-deps:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+		prometheus prometheus-alertmanager; } || \
+		{ echo "install Debian's prometheus and prometheus-alertmanager (promtool)"; exit 1; }
+
+test: system-deps lint
 	$(BIN)/pytest --durations=20 -ra
 
 bench: $(BIN)/.installed

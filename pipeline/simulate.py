@@ -76,6 +76,9 @@ class Actor:
     user_agent: str
 
 
+STATUS_EVERY_S = 5.0
+
+
 def daily_rhythm(moment: datetime) -> float:
     """Relative activity at a time of day: ~0.2 at 03:00, ~1.8 at 14:00, averaging 1."""
     hour = moment.hour + moment.minute / 60
@@ -218,6 +221,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     encoding = Encoding(args.encoding) if args.encoding else None
     began = time.monotonic()
     sent = 0
+    status_at, status_sent = began, 0  # a status line every STATUS_EVERY_S seconds
     with AuditProducer(settings, encoding=encoding) as producer:
         for offset_s, event in simulator.events(
             count=args.count, rate=args.rate, start=start, speed=args.speed
@@ -228,8 +232,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                     time.sleep(delay)
             producer.send(event)
             sent += 1
-            if sent % 10_000 == 0:
-                print(f"sent {sent} events", file=sys.stderr)
+            now = time.monotonic()
+            if now - status_at >= STATUS_EVERY_S:
+                rate = (sent - status_sent) / (now - status_at)
+                print(f"simulate: sent {sent} events, {rate:,.0f}/s", file=sys.stderr, flush=True)
+                status_at, status_sent = now, sent
     elapsed = time.monotonic() - began
     print(f"sent {sent} events in {elapsed:.1f} s", file=sys.stderr)
     return 0

@@ -20,7 +20,13 @@ from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.stack import LocalStack
 from pipeline.stack.objectstore import s3_client
-from pipeline.topics import ensure_group_offsets, ensure_topics, group_reads, with_suffix
+from pipeline.topics import (
+    changelog_topics,
+    ensure_group_offsets,
+    ensure_topics,
+    group_reads,
+    with_suffix,
+)
 from tests.integration.conftest import unique_settings
 
 if TYPE_CHECKING:
@@ -118,13 +124,16 @@ def test_topics_have_partitions_retention_and_log_append_time(stack_settings: Se
         assert configs[name]["retention.ms"].value == str(topics.output_retention_ms)
         assert configs[name]["message.timestamp.type"].value == "CreateTime"
     assert all(c["cleanup.policy"].value == "delete" for c in configs.values())
+    changelogs = [ConfigResource(ResourceType.TOPIC, name) for name in changelog_topics(settings)]
+    for future in admin.describe_configs(changelogs).values():
+        assert future.result()["cleanup.policy"].value == "compact"
 
 
 def test_ensure_topics_twice_changes_nothing(stack_settings: Settings) -> None:
     settings = unique_settings(stack_settings, f"idem-{uuid.uuid4().hex[:6]}")
     report = ensure_topics(settings)
     assert report.created == [] and report.updated == {}
-    assert sorted(report.unchanged) == sorted(settings.topics.all())
+    assert sorted(report.unchanged) == sorted([*settings.topics.all(), *changelog_topics(settings)])
 
 
 def test_ensure_topics_restores_a_drifted_retention(stack_settings: Settings) -> None:
