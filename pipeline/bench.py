@@ -946,10 +946,13 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.dedupe_ids is not None:
+    if args.dedupe_ids is not None or args.stage_costs is not None:
         from pipeline import bench_dedupe
 
-        print(bench_dedupe.report(bench_dedupe.measure(args.dedupe_ids)))
+        if args.stage_costs is not None:
+            print(bench_dedupe.stage_report(bench_dedupe.stage_costs(args.stage_costs)))
+        if args.dedupe_ids is not None:
+            print(bench_dedupe.report(bench_dedupe.measure(args.dedupe_ids)))
         return 0
     _check(args)
     local = start_stack(settings)
@@ -993,5 +996,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="N",
         help="instead: load N distinct event ids into the dedupe store; print cost and peak RSS",
+    )
+    parser.add_argument(
+        "--stage-costs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: µs/event of the worker's stages in-process over N events",
     )
     parser.set_defaults(func=run)
