@@ -29,6 +29,9 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 		prometheus prometheus-alertmanager; } || \
 		{ echo "install Debian's prometheus and prometheus-alertmanager (promtool)"; exit 1; }
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } || \
+		{ echo "install Debian's chromium (headless, for the report test)"; exit 1; }
 
 test: system-deps lint
 	$(BIN)/pytest --durations=20 -ra

@@ -184,6 +184,15 @@ class EnrichSettings(_Section):
     cache_size: int = Field(10_000, ge=1)  # entries per enricher's LRU cache
 
 
+class DetectSettings(_Section):
+    """The detection stage; thresholds live in the rules file (``deploy/detection/rules.yaml``)."""
+
+    enabled: bool = True
+    rules_path: Path | None = None  # None: the built-in defaults, the same as the shipped file
+    sweep_every: int = Field(1000, ge=1)  # events per partition between expiry sweeps
+    sweep_limit: int = Field(1000, ge=1)  # keys scanned per sweep
+
+
 class RetentionSettings(_Section):
     events_days: int = Field(90, ge=1)
     alerts_days: int = Field(400, ge=1)
@@ -272,6 +281,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     dedupe: DedupeSettings = DedupeSettings()
     enrich: EnrichSettings = EnrichSettings()
+    detect: DetectSettings = DetectSettings()
     retention: RetentionSettings = RetentionSettings()
     access: AccessSettings = AccessSettings()
     dashboards: DashboardsSettings = DashboardsSettings()

@@ -106,7 +106,13 @@ def render_template(
 
 
 def install_templates(client: OpenSearch, settings: OpenSearchSettings) -> list[str]:
-    """PUT both composable index templates (idempotent); returns their names."""
+    """PUT both composable index templates (idempotent); returns their names.
+
+    A template only shapes indices created after it, so the mappings are also put
+    on the existing indices of the prefix: fields added by a newer version (an
+    additive change) then fit today's index too. A conflicting change is refused
+    by OpenSearch and stops the sink with OpenSearch's reason.
+    """
     names = []
     for filename, prefix in (
         (EVENTS_TEMPLATE, settings.events_index_prefix),
@@ -120,6 +126,8 @@ def install_templates(client: OpenSearch, settings: OpenSearchSettings) -> list[
         )
         try:
             client.indices.put_index_template(name=prefix, body=body)
+            if client.indices.exists(index=f"{prefix}-*", allow_no_indices=False):
+                client.indices.put_mapping(index=f"{prefix}-*", body=body["template"]["mappings"])
         except os_exc.ConnectionError as exc:
             raise TransportError(f"OpenSearch at {settings.url}: {exc}") from exc
         except os_exc.TransportError as exc:

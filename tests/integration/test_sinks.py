@@ -524,3 +524,29 @@ def test_an_opensearch_outage_pauses_the_sink_and_loses_nothing(
             local_stack.start_service("opensearch")
         wait_until("the backlog", lambda: lag(settings, group, topics) == 0, timeout=120)
     assert os_count(client, alias) == 500
+
+
+def test_templates_from_a_newer_version_also_extend_todays_existing_index(
+    sink_settings: Settings,
+) -> None:
+    """Indices are per day: after an upgrade adds fields, today's index (made from the old
+    template) must accept them too, or the sink would stop on the first new document."""
+    from pipeline.sinks.opensearch import install_templates
+
+    # A prefix no other test's template matches, so the old index really is old.
+    prefix = f"upgrade-{uuid.uuid4().hex[:8]}-events"
+    os_settings = sink_settings.opensearch.model_copy(update={"events_index_prefix": prefix})
+    client = make_client(os_settings)
+    index = f"{prefix}-2026.01.01"
+    old_mapping = {
+        "dynamic": "strict",
+        "properties": {"@timestamp": {"type": "date"}, "event": {"properties": {}}},
+    }
+    # Today's index as an older version left it: made before this template existed.
+    client.indices.create(index=index, body={"mappings": old_mapping})
+    before = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert "auditstream" not in before
+    install_templates(client, os_settings)
+    mapping = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["auditstream"]["properties"]["resource"]["properties"]["sensitivity"]
+    assert mapping["source"]["properties"]["geo"]["properties"]["location"]["type"] == "geo_point"
