@@ -43,7 +43,7 @@ RETRY_DEADLINE_S = 60.0
 REQUEST_TIMEOUT_S = 15.0
 TOPIC_FIELDS = ("input", "by_ip", "enriched", "dead_letter", "alerts")
 GROUP_FIELDS = ("worker", "sink_opensearch", "sink_archive")
-WORKER_TABLES = ("dedupe",)
+WORKER_TABLES = ("dedupe", "detect-users", "detect-ips")
 
 _TRANSIENT = {
     KafkaError._TRANSPORT,

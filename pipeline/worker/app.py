@@ -19,8 +19,8 @@ import faust
 from pipeline.schemas import SchemaStore, default_store
 from pipeline.settings import Settings
 from pipeline.worker.output import OutputWriter, fatal
-from pipeline.worker.processor import Headers, InputRecord, Processor
-from pipeline.worker.state import TableStores, make_table
+from pipeline.worker.processor import Headers, InputRecord, Output, Processor
+from pipeline.worker.state import WorkerTables
 from pipeline.worker.transport import broker_urls
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,14 @@ def _headers(raw: Any) -> Headers:
     return [(str(k), v if v is None else bytes(v)) for k, v in items]
 
 
+Handler = Callable[[InputRecord], list[Output]]
+
+
 async def _process(
-    stream: Any,
-    processor: Processor,
-    writer: OutputWriter,
-    gate: AckGate,
-    tables: TableStores | None,
+    stream: Any, handle: Handler, writer: OutputWriter, gate: AckGate, tables: WorkerTables
 ) -> None:
     """One event at a time; acknowledged from the delivery report of its last output."""
     loop = asyncio.get_running_loop()
-    changelog = tables.changelog_topic if tables else ""
-    on_changelog = tables.delivered if tables else None
     seen = 0
     async for event in stream.noack().events():
         message = event.message
@@ -78,8 +75,7 @@ async def _process(
             headers=_headers(message.headers),
         )
         try:
-            state = tables.partition(record.partition) if tables else None
-            outputs = processor.process(record, state, changelog)
+            outputs = handle(record)
         except Exception as exc:
             raise RuntimeError(f"{record.topic}/{record.partition}@{record.offset}: {exc}") from exc
         await gate.enter(record.partition)
@@ -91,9 +87,9 @@ async def _process(
         def delivered(done: Callable[[], None] = acknowledge) -> None:
             loop.call_soon_threadsafe(done)
 
-        writer.write(outputs, record.partition, delivered, on_changelog)
+        writer.write(outputs, record.partition, delivered, tables.delivered)
         seen += 1
-        if tables and seen % 1000 == 0:
+        if seen % 1000 == 0:
             tables.flush_persisted()
 
 
@@ -123,25 +119,47 @@ def create_app(
         stream_buffer_maxsize=4096,
     )
     processor = Processor(settings, store or default_store())
-    tables = (
-        TableStores(make_table(app, "dedupe", settings.topics.partitions))
-        if settings.dedupe.enabled
-        else None
-    )
-    source = app.topic(settings.topics.input, key_serializer="raw", value_serializer="raw")
+    tables = WorkerTables(app, settings)
+    writers: list[OutputWriter] = []
 
-    @app.agent(source, name="process")
-    async def process(stream: Any) -> None:
+    def writer() -> OutputWriter:
+        if not writers:  # one producer for both agents, made on the running loop
+            writers.append(OutputWriter(settings, on_fatal=die))
+        return writers[0]
+
+    async def run(stream: Any, handle: Handler) -> None:
         try:
-            writer = OutputWriter(settings, on_fatal=die)
             gate = AckGate(worker.max_unacked_per_partition)
-            await _process(stream, processor, writer, gate, tables)
+            await _process(stream, handle, writer(), gate, tables)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # any fault of ours: stop before acknowledging more
             log.exception("processing failed")
             die(f"processing failed: {exc!r}")
             raise
+
+    def handle_input(record: InputRecord) -> list[Output]:
+        return processor.process(record, tables.state(record.partition))
+
+    source = app.topic(settings.topics.input, key_serializer="raw", value_serializer="raw")
+
+    @app.agent(source, name="process")
+    async def process(stream: Any) -> None:
+        await run(stream, handle_input)
+
+    if tables.ips is not None:
+        ips = tables.ips
+
+        def handle_by_ip(record: InputRecord) -> list[Output]:
+            return processor.process_by_ip(
+                record, ips.partition(record.partition), ips.changelog_topic
+            )
+
+        by_ip = app.topic(settings.topics.by_ip, key_serializer="raw", value_serializer="raw")
+
+        @app.agent(by_ip, name="detect_by_ip")
+        async def detect_by_ip(stream: Any) -> None:
+            await run(stream, handle_by_ip)
 
     return app
 

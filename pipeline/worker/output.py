@@ -72,11 +72,11 @@ class OutputWriter:
         outputs: list[Output],
         partition: int,
         on_done: Callable[[], None],
-        on_changelog: Callable[[int, int], None] | None = None,
+        on_changelog: Callable[[str, int, int], None] | None = None,
     ) -> None:
         """Queue ``outputs`` on the input's partition number; call ``on_done`` once all land.
 
-        ``on_changelog(partition, offset)`` hears of each delivered changelog record.
+        ``on_changelog(topic, partition, offset)`` hears of each delivered changelog record.
         """
         if not outputs:
             on_done()
@@ -89,7 +89,7 @@ class OutputWriter:
                 self._on_fatal(f"output to {msg.topic()} was not delivered: {err}")
                 return
             if on_changelog is not None and msg.topic() in self._changelogs:
-                on_changelog(msg.partition() or 0, msg.offset() or 0)
+                on_changelog(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
@@ -99,8 +99,10 @@ class OutputWriter:
         for out in outputs:
             if out.changelog:
                 self._changelogs.add(out.topic)
-            # Same partition number as the input keeps one actor's order end to end.
-            target = partition % self.partitions(out.topic)
+            # Same partition number as the input keeps one actor's order end to end;
+            # records keyed by something else (source address, alert id) go by key.
+            # (-1 is librdkafka's "unassigned": the partitioner picks one from the key.)
+            where = -1 if out.by_key else partition % self.partitions(out.topic)
             while True:
                 try:
                     self._producer.produce(
@@ -108,7 +110,7 @@ class OutputWriter:
                         value=out.value,
                         key=out.key,
                         headers=out.headers or None,
-                        partition=target,
+                        partition=where,
                         on_delivery=delivered,
                     )
                     break

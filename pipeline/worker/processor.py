@@ -17,9 +17,12 @@ from typing import Any
 
 from pipeline.codec import Decoder, Encoding, RegistryLookup, encode
 from pipeline.errors import RecordError
-from pipeline.schemas import ACCESS_EVENT, DEAD_LETTER, ENRICHED_EVENT, SchemaStore
+from pipeline.schemas import ACCESS_EVENT, ALERT, DEAD_LETTER, ENRICHED_EVENT, SchemaStore
 from pipeline.settings import Settings
 from pipeline.stages.dedupe import Deduper, Sighting, Store, Verdict
+from pipeline.stages.detect import DetectStage
+from pipeline.stages.detect.alerts import AlertRecord
+from pipeline.stages.detect.base import EnrichedEventView
 from pipeline.stages.enrich import EnrichStage
 from pipeline.stages.validate import ValidEvent, to_micros, validate
 from pipeline.telemetry import EVENTS, dead_lettered
@@ -45,6 +48,17 @@ class Output:
     value: bytes | None  # None: a tombstone (changelog deletions)
     headers: Headers
     changelog: bool = False
+    by_key: bool = False  # partition by key (else: the input's partition number)
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """The tables of one input partition, and their changelog topics."""
+
+    dedupe: Store
+    dedupe_changelog: str
+    users: Store | None = None
+    users_changelog: str = ""
 
 
 class Processor:
@@ -65,12 +79,13 @@ class Processor:
         self._dedupe = settings.dedupe
         self._deduper = Deduper(settings.dedupe.window_s, settings.worker.max_lateness_s)
         self._enrich = EnrichStage.from_settings(settings)
+        self._detect = DetectStage.from_settings(settings) if settings.detect.enabled else None
+        self._alert = store.latest(ALERT)
+        self._enriched_decoder = Decoder(store, self._enriched)
         self._since_sweep: dict[int, int] = {}
 
-    def process(
-        self, record: InputRecord, state: Store | None = None, changelog: str = ""
-    ) -> list[Output]:
-        """The outputs for ``record``; with ``state``, deduplicated against its partition."""
+    def process(self, record: InputRecord, state: PartitionState | None = None) -> list[Output]:
+        """The outputs for ``record``; with ``state``, deduplicated and run through detection."""
         decoded = None
         try:
             decoded = self._decoder.decode(record.value)
@@ -84,13 +99,14 @@ class Processor:
             return [self.dead_letter(record, exc.reason, str(exc), event_id)]
         EVENTS.labels(stage="validate", result="ok").inc()
         if state is None or not self._dedupe.enabled:
-            return [
-                self._enriched_output(record, valid, decoded.encoding.value, decoded.writer.label)
-            ]
+            output, _ = self._enriched_output(
+                record, valid, decoded.encoding.value, decoded.writer.label
+            )
+            return [output]
         outputs = self._deduplicated(
-            record, valid, decoded.encoding.value, decoded.writer.label, state, changelog
+            record, valid, decoded.encoding.value, decoded.writer.label, state
         )
-        return outputs + self._sweep(record.partition, state, changelog)
+        return outputs + self._sweep(record.partition, state.dedupe, state.dedupe_changelog)
 
     def _deduplicated(
         self,
@@ -98,14 +114,13 @@ class Processor:
         valid: ValidEvent,
         encoding: str,
         writer: str,
-        state: Store,
-        changelog: str,
+        state: PartitionState,
     ) -> list[Output]:
         event_id = valid.event["event_id"]
         sighting = Sighting(
             valid.content_hash, record.partition, record.offset, to_micros(valid.occurred_at)
         )
-        decision = self._deduper.decide(state, event_id, sighting)
+        decision = self._deduper.decide(state.dedupe, event_id, sighting)
         if decision.verdict is Verdict.DUPLICATE:
             EVENTS.labels(stage="dedupe", result="duplicate").inc()
             return []
@@ -121,11 +136,53 @@ class Processor:
         EVENTS.labels(stage="dedupe", result="ok").inc()
         first = decision.first
         assert first is not None
+        output, enriched = self._enriched_output(record, valid, encoding, writer)
         # A replay re-sends the changelog record too: the local store may be ahead of it.
-        return [
-            self._enriched_output(record, valid, encoding, writer),
-            Output(changelog, event_id.encode(), first.encode(), [], changelog=True),
-        ]
+        sighting_record = Output(
+            state.dedupe_changelog, event_id.encode(), first.encode(), [], changelog=True
+        )
+        return [output, sighting_record, *self._detect_user(record, enriched, output, state)]
+
+    def _detect_user(
+        self, record: InputRecord, enriched: dict[str, Any], output: Output, state: PartitionState
+    ) -> list[Output]:
+        """Per-user detectors here; events the per-address ones need go to the by-IP topic."""
+        if self._detect is None or state.users is None:
+            return []
+        view = EnrichedEventView.from_enriched(enriched)
+        position = (record.topic, record.partition, record.offset)
+        outcome = self._detect.observe(self._detect.users, state.users, view, position)
+        outputs = [self._alert_output(alert) for alert in outcome.alerts]
+        if outcome.value is not None:
+            outputs.append(
+                Output(state.users_changelog, outcome.key, outcome.value, [], changelog=True)
+            )
+        if self._detect.needs_by_ip(view):
+            ip = str(enriched["event"]["source"]["ip"]).encode()
+            outputs.append(Output(self._topics.by_ip, ip, output.value, [], by_key=True))
+        return outputs
+
+    def process_by_ip(self, record: InputRecord, store: Store, changelog: str) -> list[Output]:
+        """A record of the by-IP topic (an enriched event keyed by source address)."""
+        if self._detect is None:
+            return []
+        enriched = self._enriched_decoder.decode(record.value).record
+        view = EnrichedEventView.from_enriched(enriched)
+        # The watermark is per source partition: the position is the input record's.
+        position = (
+            enriched["source_topic"],
+            enriched["source_partition"],
+            enriched["source_offset"],
+        )
+        outcome = self._detect.observe(self._detect.ips, store, view, position)
+        outputs = [self._alert_output(alert) for alert in outcome.alerts]
+        if outcome.value is not None:
+            outputs.append(Output(changelog, outcome.key, outcome.value, [], changelog=True))
+        return outputs
+
+    def _alert_output(self, alert: AlertRecord) -> Output:
+        value = encode(alert.to_avro(), self._alert, Encoding.SINGLE_OBJECT)
+        return Output(self._topics.alerts, alert.alert_id.encode(), value, [], by_key=True)
 
     def _sweep(self, partition: int, state: Store, changelog: str) -> list[Output]:
         count = self._since_sweep.get(partition, 0) + 1
@@ -138,7 +195,7 @@ class Processor:
 
     def _enriched_output(
         self, record: InputRecord, valid: ValidEvent, encoding: str, writer: str
-    ) -> Output:
+    ) -> tuple[Output, dict[str, Any]]:
         context, errors = self._enrich.enrich(valid.event)
         enriched = {
             **context,
@@ -153,7 +210,7 @@ class Processor:
             "enrichment_errors": errors,
         }
         value = encode(enriched, self._enriched, Encoding.SINGLE_OBJECT)
-        return Output(self._topics.enriched, record.key, value, [])
+        return Output(self._topics.enriched, record.key, value, []), enriched
 
     def dead_letter(
         self,

@@ -14,6 +14,9 @@ from typing import Any
 
 import faust
 
+from pipeline.settings import Settings
+from pipeline.worker.processor import PartitionState
+
 # Caps per partition database (12 partitions by default): the defaults of Faust
 # (64 MB memtables x3, a 2 GB block cache) would let RSS grow to gigabytes.
 ROCKSDB_OPTIONS = {
@@ -96,3 +99,43 @@ class TableStores:
         delivered, self._delivered = self._delivered, {}
         for partition, offset in delivered.items():
             self._table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
+
+
+class WorkerTables:
+    """The worker's tables: dedupe and, with detection, per user and per source address."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        partitions = settings.topics.partitions
+        dedupe_on = settings.dedupe.enabled
+        detect_on = dedupe_on and settings.detect.enabled
+
+        def table(name: str, on: bool) -> TableStores | None:
+            return TableStores(make_table(app, name, partitions)) if on else None
+
+        self.dedupe = table("dedupe", dedupe_on)
+        self.users = table("detect-users", detect_on)
+        self.ips = table("detect-ips", detect_on)
+        self._all = [t for t in (self.dedupe, self.users, self.ips) if t is not None]
+        self._by_topic: dict[str, TableStores] = {}
+
+    def state(self, partition: int) -> PartitionState | None:
+        """The stores of one input partition, or None when dedupe is off."""
+        if self.dedupe is None:
+            return None
+        return PartitionState(
+            dedupe=self.dedupe.partition(partition),
+            dedupe_changelog=self.dedupe.changelog_topic,
+            users=self.users.partition(partition) if self.users else None,
+            users_changelog=self.users.changelog_topic if self.users else "",
+        )
+
+    def delivered(self, topic: str, partition: int, offset: int) -> None:
+        if not self._by_topic:
+            self._by_topic = {t.changelog_topic: t for t in self._all}
+        table = self._by_topic.get(topic)
+        if table is not None:
+            table.delivered(partition, offset)
+
+    def flush_persisted(self) -> None:
+        for table in self._all:
+            table.flush_persisted()

@@ -69,25 +69,61 @@ def test_invalid_event_dead_letter_keeps_its_event_id():
 
 
 def test_with_state_a_copy_is_dropped_and_a_changed_copy_is_a_conflicting_duplicate():
+    from pipeline.settings import DetectSettings
     from pipeline.stages.dedupe import DictStore
+    from pipeline.worker.processor import PartitionState
 
-    processor = Processor(Settings(), default_store())
-    state = DictStore()
+    processor = Processor(Settings(detect=DetectSettings(enabled=False)), default_store())
+    state = PartitionState(DictStore(), "cl")
     entry = default_store().latest(ACCESS_EVENT)
     event = make_event()
     value = encode(event, entry, Encoding.SINGLE_OBJECT)
-    first = processor.process(_record(value, offset=1), state, "cl")
+    first = processor.process(_record(value, offset=1), state)
     assert [o.topic for o in first] == ["access-events-enriched", "cl"]
     assert first[1].changelog and first[1].key == event["event_id"].encode()
     # The same message again (a crash replay) is processed again, changelog included.
-    assert [o.topic for o in processor.process(_record(value, offset=1), state, "cl")] == [
+    assert [o.topic for o in processor.process(_record(value, offset=1), state)] == [
         "access-events-enriched",
         "cl",
     ]
-    assert processor.process(_record(value, offset=2), state, "cl") == []
+    assert processor.process(_record(value, offset=2), state) == []
     changed = encode({**event, "action": "delete"}, entry, Encoding.SINGLE_OBJECT)
-    [letter] = processor.process(_record(changed, offset=3), state, "cl")
+    [letter] = processor.process(_record(changed, offset=3), state)
     record = _read(letter.value, DEAD_LETTER)
     assert record["reason"] == "conflicting_duplicate"
     assert record["original_value"] == changed
     assert "@1" in record["detail"]
+
+
+def test_eight_failed_logins_raise_one_brute_force_alert_and_a_replay_re_emits_it():
+    from datetime import timedelta
+
+    from pipeline.schemas import ALERT
+    from pipeline.stages.dedupe import DictStore
+    from pipeline.worker.processor import PartitionState
+
+    processor = Processor(Settings(), default_store())
+    state = PartitionState(DictStore(), "cl-dedupe", DictStore(), "cl-users")
+    entry = default_store().latest(ACCESS_EVENT)
+    start = datetime.now(tz=UTC) - timedelta(minutes=5)
+    alerts = []
+    by_ip = []
+    values = []
+    for n in range(8):
+        event = make_event(
+            action="login",
+            outcome="failure",
+            reason="invalid_password",
+            occurred_at=start + timedelta(seconds=10 * n),
+        )
+        values.append(encode(event, entry, Encoding.SINGLE_OBJECT))
+        outputs = processor.process(_record(values[-1], offset=100 + n), state)
+        alerts += [o for o in outputs if o.topic == "access-alerts"]
+        by_ip += [o for o in outputs if o.topic == "access-events-by-ip"]
+    assert len(by_ip) == 8 and by_ip[0].key == b"81.2.69.160" and by_ip[0].by_key
+    records = [_read(o.value, ALERT) for o in alerts]
+    assert [(r["detector"], r["revision"]) for r in records] == [("brute_force_user", 1)]
+    # A crash replay of the event that opened it re-emits the same alert, not a new one.
+    again = processor.process(_record(values[-1], offset=107), state)
+    [replayed] = [_read(o.value, ALERT) for o in again if o.topic == "access-alerts"]
+    assert (replayed["alert_id"], replayed["revision"]) == (records[0]["alert_id"], 1)

@@ -45,7 +45,11 @@ def test_outputs_use_the_output_retention() -> None:
 
 def test_table_changelogs_are_compacted_only_and_named_as_faust_names_them() -> None:
     configs = topic_configs(SETTINGS)
-    assert changelog_topics(SETTINGS) == ["auditstream-worker-dedupe-changelog"]
+    assert changelog_topics(SETTINGS) == [
+        "auditstream-worker-dedupe-changelog",
+        "auditstream-worker-detect-users-changelog",
+        "auditstream-worker-detect-ips-changelog",
+    ]
     assert configs["auditstream-worker-dedupe-changelog"] == {"cleanup.policy": "compact"}
 
 
