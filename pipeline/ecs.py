@@ -215,11 +215,26 @@ def alert_to_document(alert: Mapping[str, Any]) -> dict[str, Any]:
             }
         },
     }
+    # Version 2 explains itself: a title, ATT&CK techniques, the controls it serves.
+    if alert.get("title"):
+        doc["rule"]["description"] = alert["title"]
+        doc["auditstream"]["alert"]["title"] = alert["title"]
+    techniques = list(alert.get("mitre_techniques") or [])
+    if techniques:
+        doc["threat"] = {"framework": "MITRE ATT&CK", "technique": {"id": techniques}}
+    doc["tags"] = list(alert.get("compliance") or []) or None
+    doc["auditstream"]["alert"]["folded"] = alert.get("folded")
+    window = alert.get("window_seconds")
+    doc["auditstream"]["alert"]["window_seconds"] = None if window is None else round(window)
     # Pivot fields, so an analyst can jump from the alert to the events.
     if entity_type == "user":
         doc["user"] = {"id": entity_id}
     elif entity_type in ("source_ip", "ip") and _is_ip(entity_id):
         doc["source"] = {"ip": entity_id}
+    if alert.get("actor_id"):
+        doc.setdefault("user", {"id": alert["actor_id"]})
+    if alert.get("source_ip") and _is_ip(str(alert["source_ip"])):
+        doc.setdefault("source", {"ip": alert["source_ip"]})
     pruned: dict[str, Any] = prune(doc)
     return pruned
 

@@ -322,6 +322,27 @@ def test_alert_document() -> None:
     assert f["labels.window"] == "5m"
 
 
+V2_ALERT_FIELDS: dict[str, Any] = {
+    "title": "Brute force against u-42",
+    "folded": 3,
+    "actor_id": "u-42",
+    "source_ip": "198.51.100.9",
+    "window_seconds": 120.0,
+    "mitre_techniques": ["T1110.001"],
+    "compliance": ["PCI DSS 10.2.4"],
+}
+
+
+def test_a_version_2_alert_explains_itself_in_ecs_names() -> None:
+    f = ecs.field_paths(ecs.alert_to_document(make_alert(**V2_ALERT_FIELDS)))
+    assert f["rule.description"] == f["auditstream.alert.title"] == "Brute force against u-42"
+    assert f["threat.framework"] == "MITRE ATT&CK"
+    assert f["threat.technique.id"] == ["T1110.001"]
+    assert f["tags"] == ["PCI DSS 10.2.4"]
+    assert f["source.ip"] == "198.51.100.9"  # the attacker, beside the user it targeted
+    assert f["auditstream.alert.folded"] == 3
+
+
 def test_alert_on_an_ip_pivots_to_source_ip() -> None:
     doc = ecs.alert_to_document(make_alert(entity_type="source_ip", entity_id="198.51.100.9"))
     assert doc["source"] == {"ip": "198.51.100.9"}
@@ -399,6 +420,7 @@ def _assert_fits(value: Any, mapping: dict[str, Any], path: str) -> None:
             [
                 ecs.alert_to_document(make_alert()),
                 ecs.alert_to_document(make_alert(entity_type="source_ip", entity_id="::1")),
+                ecs.alert_to_document(make_alert(**V2_ALERT_FIELDS)),
             ],
         ),
     ],
