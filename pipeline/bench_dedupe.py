@@ -83,7 +83,7 @@ def report(result: dict[str, float]) -> str:
 
 
 def stage_costs(n: int = 20_000, rounds: int = 3) -> dict[str, float]:
-    """µs per event of the worker's processing: pass-through, + dedupe, + dedupe and enrich.
+    """µs per event of the worker's processing: pass-through, + dedupe, + enrich, + detect.
 
     The same simulated records go through :class:`Processor` in-process (no Kafka),
     the dedupe state in RocksDB opened with the worker's options.
@@ -92,10 +92,10 @@ def stage_costs(n: int = 20_000, rounds: int = 3) -> dict[str, float]:
 
     from pipeline.codec import Encoding, encode
     from pipeline.schemas import ACCESS_EVENT, default_store
-    from pipeline.settings import DedupeSettings, EnrichSettings, Settings
+    from pipeline.settings import DedupeSettings, DetectSettings, EnrichSettings, Settings
     from pipeline.simulate import Simulator
     from pipeline.stages.enrich.examples import write_examples
-    from pipeline.worker.processor import InputRecord, Processor
+    from pipeline.worker.processor import InputRecord, PartitionState, Processor
 
     entry = default_store().latest(ACCESS_EVENT)
     now = datetime.now(tz=UTC)
@@ -107,10 +107,15 @@ def stage_costs(n: int = 20_000, rounds: int = 3) -> dict[str, float]:
         enrich = write_examples(Path(tmp) / "enrichment")
         variants = {
             "pass_through": Settings(
-                dedupe=DedupeSettings(enabled=False), enrich=EnrichSettings(user_agent=False)
+                dedupe=DedupeSettings(enabled=False),
+                enrich=EnrichSettings(user_agent=False),
+                detect=DetectSettings(enabled=False),
             ),
-            "dedupe": Settings(enrich=EnrichSettings(user_agent=False)),
-            "dedupe_enrich": Settings(enrich=enrich),
+            "dedupe": Settings(
+                enrich=EnrichSettings(user_agent=False), detect=DetectSettings(enabled=False)
+            ),
+            "dedupe_enrich": Settings(enrich=enrich, detect=DetectSettings(enabled=False)),
+            "+detect": Settings(enrich=enrich),
         }
         processors = {name: Processor(s, default_store()) for name, s in variants.items()}
         # Rounds alternate between the variants; the best round of each is reported,
@@ -118,10 +123,12 @@ def stage_costs(n: int = 20_000, rounds: int = 3) -> dict[str, float]:
         for round_ in range(rounds):
             for name, processor in processors.items():
                 store = PartitionStore(_open(Path(tmp) / f"{name}-{round_}"))
+                users = PartitionStore(_open(Path(tmp) / f"{name}-{round_}-users"))
+                state = PartitionState(store, "changelog", users, "users-changelog")
                 began = time.perf_counter()
                 for offset, value in enumerate(values):
                     record = InputRecord("bench", 0, offset, timestamp_ms, b"k", value, [])
-                    processor.process(record, store, "changelog")
+                    processor.process(record, state)
                 us = (time.perf_counter() - began) / n * 1e6
                 results[name] = min(us, results.get(name, us))
     return results
