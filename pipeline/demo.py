@@ -88,6 +88,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         say(f"    {args.events} events searchable {time.monotonic() - started:.0f} s after start")
         say("5/5 searching: the latest failed accesses")
         print(search_report(client, alias))
+        print(alerts_report(client, settings.opensearch.alerts_index_prefix))
         print(_archive_summary(settings))
     finally:
         if not args.keep_running:
@@ -190,6 +191,29 @@ def search_report(client: Any, alias: str, size: int = 10) -> str:
     )
     total = client.count(index=alias)["count"]
     lines.append(f"\n{total} events in '{alias}' (failures shown above; {outcomes})")
+    return "\n".join(lines)
+
+
+def alerts_report(client: Any, alias: str) -> str:
+    """Alerts raised so far, by detector, with the newest few titles."""
+    if not client.indices.exists_alias(name=alias):
+        return f"No alerts in '{alias}' yet."
+    client.indices.refresh(index=alias)
+    result = client.search(
+        index=alias,
+        body={
+            "size": 5,
+            "sort": [{"@timestamp": "desc"}],
+            "aggs": {"detectors": {"terms": {"field": "rule.name", "size": 20}}},
+        },
+    )
+    buckets = result["aggregations"]["detectors"]["buckets"]
+    counts = ", ".join(f"{b['key']}: {b['doc_count']}" for b in buckets) or "none"
+    lines = [f"\nAlerts in '{alias}': {counts}"]
+    for hit in result["hits"]["hits"]:
+        doc = hit["_source"]
+        title = doc.get("rule", {}).get("description") or doc.get("message", "")
+        lines.append(f"  {doc['@timestamp'][:19]}  {doc['rule']['name']:<24} {title}")
     return "\n".join(lines)
 
 

@@ -163,6 +163,7 @@ class WorkerSettings(_Section):
     session_timeout_s: float = Field(30.0, gt=0)
     metrics_port: int | None = None
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "info"
+    status_interval_s: float = Field(5.0, ge=0)  # stderr status line every N s; 0: off
 
 
 class DedupeSettings(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import time
@@ -16,6 +17,8 @@ from pipeline.errors import StackError
 from pipeline.settings import Settings
 from pipeline.stack import common
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class ServiceStatus:
@@ -26,10 +29,23 @@ class ServiceStatus:
     port: int
     healthy: bool
     log: Path
+    address: str = ""  # what clients connect to: host:port or a URL
+    data_dir: Path | None = None
+    configured_version: str = ""  # what the settings ask for (what `up` would start)
+    version: str | None = None  # read from the running service; None: stopped or not readable
 
     @property
     def running(self) -> bool:
         return self.pid is not None
+
+    @property
+    def shown_version(self) -> str:
+        """The running version, else the configured one; both when they differ."""
+        if self.version is None:
+            return self.configured_version or "-"
+        if self.configured_version and self.version != self.configured_version:
+            return f"{self.version} (settings: {self.configured_version})"
+        return self.version
 
     @property
     def state(self) -> str:
@@ -91,6 +107,22 @@ class Service(ABC):
 
     def after_start(self) -> None:  # noqa: B027 - optional hook
         """Idempotent setup once the service is healthy."""
+
+    def address(self) -> str:
+        """What clients connect to."""
+        return f"{common.HOST}:{self.port}"
+
+    def data_path(self) -> Path | None:
+        """Where the service keeps its data, if it keeps any."""
+        return None
+
+    def configured_version(self) -> str:
+        """The version the settings ask for; empty when the service has none."""
+        return ""
+
+    def running_version(self, pid: int) -> str | None:
+        """The version of the running process ``pid``, read from it; None when unknown."""
+        return None
 
     # -- shared behaviour ---------------------------------------------------------
 
@@ -235,4 +267,15 @@ class Service(ABC):
             port=self.port,
             healthy=pid is not None and self.healthy(),
             log=self.log_file,
+            address=self.address(),
+            data_dir=self.data_path(),
+            configured_version=self.configured_version(),
+            version=self._probe_version(pid) if pid is not None else None,
         )
+
+    def _probe_version(self, pid: int) -> str | None:
+        try:
+            return self.running_version(pid)
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            log.debug("version of %s (pid %d) not read: %s", self.name, pid, exc)
+            return None

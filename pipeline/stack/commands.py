@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline.settings import Settings
+from pipeline.stack.base import ServiceStatus
 from pipeline.stack.manager import LocalStack
 
 EXIT_NOT_ALL_UP = 3
@@ -34,12 +38,59 @@ def down(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+STATUS_COLUMNS = ("service", "state", "pid", "version", "address", "data", "log")
+
+
+def status_table(rows: Sequence[ServiceStatus]) -> str:
+    """``stack status`` for people: one aligned line per service (the log path last)."""
+    table = [list(STATUS_COLUMNS)]
+    for row in rows:
+        table.append(
+            [
+                row.name,
+                row.state,
+                str(row.pid) if row.pid is not None else "-",
+                row.shown_version,
+                row.address or f"port {row.port}",
+                str(row.data_dir) if row.data_dir is not None else "-",
+                str(row.log),
+            ]
+        )
+    widths = [max(len(line[i]) for line in table) for i in range(len(STATUS_COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(line, widths, strict=False)), line[-1]])
+        for line in table
+    )
+
+
+def status_document(rows: Sequence[ServiceStatus]) -> dict[str, Any]:
+    """``stack status --json``: every field, paths as strings, unknowns as null."""
+    return {
+        "healthy": all(row.healthy for row in rows),
+        "services": [
+            {
+                "name": row.name,
+                "state": row.state,
+                "healthy": row.healthy,
+                "pid": row.pid,
+                "version": row.version,
+                "configured_version": row.configured_version or None,
+                "address": row.address or None,
+                "port": row.port,
+                "data_dir": str(row.data_dir) if row.data_dir is not None else None,
+                "log": str(row.log),
+            }
+            for row in rows
+        ],
+    }
+
+
 def status(args: argparse.Namespace, settings: Settings) -> int:
     rows = LocalStack(settings).status()
-    print(f"{'service':<12}{'pid':>8}{'port':>7}  {'state':<10} log")
-    for row in rows:
-        pid = str(row.pid) if row.pid is not None else "-"
-        print(f"{row.name:<12}{pid:>8}{row.port:>7}  {row.state:<10} {row.log}")
+    if getattr(args, "json", False):
+        print(json.dumps(status_document(rows), indent=2))
+    else:
+        print(status_table(rows))
     return 0 if all(row.healthy for row in rows) else EXIT_NOT_ALL_UP
 
 
@@ -58,6 +109,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.add_parser("down", help="stop every service (SIGTERM, then SIGKILL)").set_defaults(
         func=down
     )
-    sub.add_parser(
-        "status", help=f"show each service; exit 0 if all are healthy, else {EXIT_NOT_ALL_UP}"
-    ).set_defaults(func=status)
+    status_parser = sub.add_parser(
+        "status",
+        help="show each service's health, version, address and data directory; "
+        f"exit 0 if all are healthy, else {EXIT_NOT_ALL_UP}",
+    )
+    status_parser.add_argument("--json", action="store_true", help="print one JSON document")
+    status_parser.set_defaults(func=status)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MVN = ("mvn", "-B", "-ntp", "-Dstyle.color=never")
 _COMPLETE = ".auditstream-complete"
+_BROKER_JAR = re.compile(r"kafka_\d+\.\d+-(?P<version>\d[^-]*)\.jar")
 
 
 def java_binary(stack: StackSettings) -> Path:
@@ -57,6 +60,23 @@ def render_pom(kafka_version: str, log4j_version: str) -> str:
         f"  <dependencies>\n{body}  </dependencies>\n"
         "</project>\n"
     )
+
+
+def version_in_libs(libs_dir: Path) -> str | None:
+    """The broker version of a libs dir, from its ``kafka_<scala>-<version>.jar``."""
+    for jar in sorted(libs_dir.glob("kafka_*.jar")):
+        match = _BROKER_JAR.fullmatch(jar.name)
+        if match:
+            return match["version"]
+    return None
+
+
+def classpath_dir(argv: list[str]) -> Path | None:
+    """The directory of a ``-cp <dir>/*`` argument of a java command line."""
+    for flag, value in itertools.pairwise(argv):
+        if flag in ("-cp", "-classpath") and value.endswith("/*"):
+            return Path(value[:-2])
+    return None
 
 
 def render_server_properties(stack: StackSettings, data_dir: Path) -> str:
@@ -196,6 +216,19 @@ class KafkaService(Service):
             "kafka.Kafka",
             str(self.properties),
         ]
+
+    def address(self) -> str:
+        return f"{common.HOST}:{self.port}"
+
+    def data_path(self) -> Path:
+        return self.data_dir
+
+    def configured_version(self) -> str:
+        return self.stack.kafka_version
+
+    def running_version(self, pid: int) -> str | None:
+        """From the broker jar on the running process's classpath."""
+        return version_in_libs(classpath_dir(common.cmdline(pid)) or self.libs_dir)
 
     def healthy(self) -> bool:
         if not common.port_open(self.port):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +21,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GO_PACKAGE = "github.com/versity/versitygw/cmd/versitygw"
+GO_MODULE = "github.com/versity/versitygw"
+_VERSION_LINE = re.compile(r"^Version\s*:\s*(\S+)", re.MULTILINE)
+
+
+def parse_version_output(text: str) -> str | None:
+    """The version in ``versitygw --version`` output; None for a ``go install`` build ("git")."""
+    match = _VERSION_LINE.search(text)
+    if match is None or re.fullmatch(r"v?\d+(\.\d+)+\S*", match[1]) is None:
+        return None
+    return match[1] if match[1].startswith("v") else f"v{match[1]}"
+
+
+def parse_go_buildinfo(text: str) -> str | None:
+    """The versitygw module version in ``go version -m`` output."""
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "mod" and fields[1] == GO_MODULE:
+            return fields[2]
+    return None
 
 
 def s3_client(endpoint: str, access_key: str, secret_key: str, region: str) -> S3Client:
@@ -118,6 +140,32 @@ class ObjectStoreService(Service):
             self.stack.s3_secret_key.get_secret_value(),
             self.settings.archive.s3_region,
         )
+
+    def address(self) -> str:
+        return self.endpoint
+
+    def data_path(self) -> Path:
+        return self.data_dir
+
+    def configured_version(self) -> str:
+        return self.stack.versitygw_version
+
+    def running_version(self, pid: int) -> str | None:
+        """``versitygw --version`` of the running binary; a ``go install`` build says "git",
+        so then the module version Go embedded in it (``go version -m``)."""
+        argv = common.cmdline(pid)
+        binary = argv[0] if argv else str(self.binary)
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=5, check=False
+        )
+        found = parse_version_output(out.stdout)
+        go = shutil.which("go")
+        if found is not None or go is None:
+            return found
+        out = subprocess.run(
+            [go, "version", "-m", binary], capture_output=True, text=True, timeout=5, check=False
+        )
+        return parse_go_buildinfo(out.stdout)
 
     def healthy(self) -> bool:
         if not common.port_open(self.port):

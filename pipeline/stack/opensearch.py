@@ -239,6 +239,22 @@ class OpenSearchService(Service):
             self._launcher_exited_at = time.monotonic()
         return time.monotonic() - self._launcher_exited_at < LAUNCHER_GRACE_S
 
+    def address(self) -> str:
+        return f"http://{common.HOST}:{self.port}"
+
+    def data_path(self) -> Path:
+        return self.data_dir
+
+    def configured_version(self) -> str:
+        return self.stack.opensearch_version
+
+    def running_version(self, pid: int) -> str | None:
+        """``version.number`` of ``GET /``."""
+        with urllib.request.urlopen(f"{self.address()}/", timeout=3) as resp:
+            body = json.loads(resp.read())
+        number = body.get("version", {}).get("number") if isinstance(body, dict) else None
+        return str(number) if number else None
+
     def healthy(self) -> bool:
         url = f"http://{common.HOST}:{self.port}/_cluster/health?wait_for_status=yellow&timeout=1s"
         try:
