@@ -4,6 +4,13 @@ Many users in departments, each with a home address and a usual browser;
 service accounts calling APIs; resources per service; a success/failure mix
 with failure reasons; and a daily rhythm (busy afternoons, quiet nights) on a
 virtual clock, so ``--start 2026-01-01 --speed 3600`` plays an hour a second.
+
+Normal traffic stays normal where the detectors would rightly object: users the
+identity directory marks terminated or on leave never act; only privileged
+users administer the admin console; only the department cleared for them
+touches restricted resources; finance, legal and HR keep office hours in their
+home region's time zone (the others work at any hour). ``--attacks`` injects
+labelled attack scenarios (:mod:`pipeline.scenarios`) into this traffic.
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import accumulate
 from typing import Any
 
 from pipeline.codec import Encoding
@@ -47,6 +55,24 @@ SERVICE_AGENTS = ("python-requests/2.32.3", "Go-http-client/2.0", "aws-sdk-java/
 # so geo-IP enrichment has something to find).
 HOME_NETWORKS = ("81.2.69.", "89.160.20.", "216.160.83.", "175.16.199.", "2.125.160.", "67.43.156.")
 OFFICE_NETWORK = "10.20."
+# UTC offset (hours) of each home network's region, for users who keep office hours
+HOME_UTC_OFFSET = {
+    "81.2.69.": 0,
+    "89.160.20.": 1,
+    "216.160.83.": -8,
+    "175.16.199.": 8,
+    "2.125.160.": 0,
+    "67.43.156.": 6,
+}
+OFFICE_HOURS_DEPARTMENTS = frozenset({"finance", "legal", "hr"})
+OFFICE_HOURS = (8, 20)  # local time, first hour and the hour after the last
+ADMIN_ACTIONS = frozenset({"admin", "grant", "revoke"})
+ADMIN_SERVICE = "admin-console"
+# What deploy/enrichment/classification.yaml classes as restricted, and who is cleared for it
+RESTRICTED = {
+    "payments-db": (frozenset({"cards", "transactions"}), "finance"),
+    "object-store": (frozenset({"backups"}), "it"),
+}
 ACTIONS = (
     ("read", 48),
     ("login", 16),
@@ -74,6 +100,30 @@ class Actor:
     department: str
     home_ip: str
     user_agent: str
+    hours: frozenset[int] | None = None  # UTC hours of a user who keeps office hours; None: any
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What the identity directory says of the simulated users."""
+
+    privileged: frozenset[str] = field(default_factory=frozenset)
+    terminated: frozenset[str] = field(default_factory=frozenset)
+    on_leave: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def absent(self) -> frozenset[str]:
+        """Users who never act in normal traffic."""
+        return self.terminated | self.on_leave
+
+
+def office_hours(department: str, home_ip: str) -> frozenset[int] | None:
+    """The UTC hours a user of ``department`` living at ``home_ip`` works; None: any hour."""
+    if department not in OFFICE_HOURS_DEPARTMENTS:
+        return None
+    offset = HOME_UTC_OFFSET[home_ip[: home_ip.rindex(".") + 1]]
+    first, end = OFFICE_HOURS
+    return frozenset((h - offset) % 24 for h in range(first, end))
 
 
 STATUS_EVERY_S = 5.0
@@ -86,22 +136,35 @@ def daily_rhythm(moment: datetime) -> float:
 
 
 class Simulator:
-    """Generates events; pure apart from the seeded random generator."""
+    """Generates events; pure apart from the seeded random generator.
 
-    def __init__(self, seed: int, users: int = 500, service_accounts: int = 20) -> None:
+    ``roles`` default to those of the example identity directory
+    (:func:`pipeline.stages.enrich.examples.roles`), which the demo enriches with.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        users: int = 500,
+        service_accounts: int = 20,
+        roles: Roles | None = None,
+    ) -> None:
         self._rng = random.Random(seed)
         rng = self._rng
         self.actors: list[Actor] = []
         for n in range(users):
+            department = rng.choice(DEPARTMENTS)
+            home_ip = rng.choice(HOME_NETWORKS) + str(rng.randint(1, 254))
             self.actors.append(
                 Actor(
                     id=f"u{n:05d}",
                     type="user",
                     name=f"user{n:05d}@example.com",
                     tenant="acme" if n % 10 else "globex",
-                    department=rng.choice(DEPARTMENTS),
-                    home_ip=rng.choice(HOME_NETWORKS) + str(rng.randint(1, 254)),
+                    department=department,
+                    home_ip=home_ip,
                     user_agent=rng.choice(USER_AGENTS),
+                    hours=office_hours(department, home_ip),
                 )
             )
         for n in range(service_accounts):
@@ -116,16 +179,49 @@ class Simulator:
                     user_agent=rng.choice(SERVICE_AGENTS),
                 )
             )
-        self._weights = [3 if a.type == "user" else 1 for a in self.actors]
+        if roles is None:
+            from pipeline.stages.enrich.examples import roles as example_roles
+
+            roles = example_roles()
+        self.roles = roles
+        absent = roles.absent
+        # Who acts at each UTC hour: users 3 times as often as service accounts.
+        self._cum_weights = [
+            list(
+                accumulate(
+                    1
+                    if a.type != "user"
+                    else 0
+                    if a.id in absent or (a.hours is not None and hour not in a.hours)
+                    else 3
+                    for a in self.actors
+                )
+            )
+            for hour in range(24)
+        ]
         self._actions = [a for a, _ in ACTIONS]
         self._action_weights = [w for _, w in ACTIONS]
+        self._services = list(SERVICES)
+        self._services_no_admin = [s for s in SERVICES if s != ADMIN_SERVICE]
+        self._unrestricted = {
+            service: [r for r in SERVICES[service][1] if r not in restricted]
+            for service, (restricted, _) in RESTRICTED.items()
+        }
 
     def event(self, occurred_at: datetime) -> dict[str, Any]:
         rng = self._rng
-        actor = rng.choices(self.actors, weights=self._weights)[0]
+        hour = (occurred_at.astimezone(UTC) if occurred_at.tzinfo else occurred_at).hour
+        actor = rng.choices(self.actors, cum_weights=self._cum_weights[hour])[0]
         action = rng.choices(self._actions, weights=self._action_weights)[0]
-        service = "sso" if action in ("login", "logout") else rng.choice(list(SERVICES))
+        admin = (
+            actor.type != "user" or action not in ADMIN_ACTIONS or actor.id in self.roles.privileged
+        )
+        services = self._services if admin else self._services_no_admin
+        service = "sso" if action in ("login", "logout") else rng.choice(services)
         resource_type, resource_ids = SERVICES[service]
+        cleared = RESTRICTED.get(service)
+        if cleared and actor.type == "user" and actor.department != cleared[1]:
+            resource_ids = self._unrestricted[service]
         failure_rate = 0.10 if action == "login" else 0.04
         failed = rng.random() < failure_rate
         reasons = FAILURE_REASONS["login" if action == "login" else "default"]
@@ -205,7 +301,66 @@ def register(sub: Any) -> None:
         action="store_true",
         help="ignore the wall clock: send as fast as Kafka takes them",
     )
+    parser.add_argument(
+        "--attacks",
+        action="store_true",
+        help="inject labelled attack scenarios of every kind (pipeline/scenarios.py)",
+    )
+    parser.add_argument(
+        "--attack-every",
+        type=float,
+        default=3600.0,
+        help="virtual seconds between attacks (default 3600)",
+    )
+    parser.add_argument(
+        "--attacks-after",
+        type=float,
+        default=14.0,
+        help="virtual days of normal traffic before the first attack, for the detectors "
+        "to learn habits and places (default 14)",
+    )
+    parser.add_argument(
+        "--labels", default=None, help="write the injected scenarios here, one JSON line each"
+    )
     parser.set_defaults(func=run)
+
+
+def _with_attacks(
+    args: argparse.Namespace,
+    simulator: Simulator,
+    start: datetime,
+    traffic: Iterator[tuple[float, dict[str, Any]]],
+) -> Iterator[tuple[float, dict[str, Any]]]:
+    """``traffic`` with the scenarios merged in; each written to ``--labels`` as it starts."""
+    import json
+
+    from pipeline.scenarios import inject, iter_scenarios
+
+    attacks = iter_scenarios(
+        args.seed,
+        start + timedelta(days=args.attacks_after),
+        every=timedelta(seconds=args.attack_every),
+        simulator=simulator,
+    )
+    labels = open(args.labels, "a", encoding="utf-8") if args.labels else None  # noqa: SIM115
+    seen = -1
+    try:
+        for offset_s, event, scenario in inject(traffic, attacks, start=start, speed=args.speed):
+            if labels is not None and scenario is not None and scenario.index > seen:
+                seen = scenario.index
+                line = {
+                    "index": scenario.index,
+                    "kind": scenario.kind,
+                    "at": scenario.at.isoformat(),
+                    "labels": [[x.detector, x.entity] for x in scenario.labels],
+                    "event_ids": [e["event_id"] for e in scenario.events],
+                }
+                labels.write(json.dumps(line) + "\n")
+                labels.flush()
+            yield offset_s, event
+    finally:
+        if labels is not None:
+            labels.close()
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -216,6 +371,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--rate and --speed must be positive")
     if args.count is not None and args.count < 0:
         raise ConfigError("--count must not be negative")
+    if args.attacks and (args.attack_every <= 0 or args.attacks_after < 0):
+        raise ConfigError("--attack-every must be positive and --attacks-after not negative")
     start = parse_time(args.start, "--start") if args.start else datetime.now(tz=UTC)
     simulator = Simulator(args.seed)
     encoding = Encoding(args.encoding) if args.encoding else None
@@ -223,9 +380,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     sent = 0
     status_at, status_sent = began, 0  # a status line every STATUS_EVERY_S seconds
     with AuditProducer(settings, encoding=encoding) as producer:
-        for offset_s, event in simulator.events(
-            count=args.count, rate=args.rate, start=start, speed=args.speed
-        ):
+        stream = simulator.events(count=args.count, rate=args.rate, start=start, speed=args.speed)
+        if args.attacks:
+            stream = _with_attacks(args, simulator, start, stream)
+        for offset_s, event in stream:
             if not args.as_fast_as_possible:
                 delay = began + offset_s - time.monotonic()
                 if delay > 0:

@@ -34,3 +34,47 @@ def test_traffic_mixes_outcomes_actions_and_actors():
 def test_daily_rhythm_is_busy_in_the_afternoon_and_quiet_at_night():
     assert daily_rhythm(START.replace(hour=14)) > 1.5
     assert daily_rhythm(START.replace(hour=3)) < 0.5
+
+
+def _day(seed: int = 1) -> list[dict]:
+    """A simulated day at 0.2 events a second."""
+    return [e for _, e in Simulator(seed).events(count=17_000, rate=0.2, start=START, speed=1)]
+
+
+def test_users_the_directory_marks_terminated_or_on_leave_never_act() -> None:
+    roles = Simulator(1).roles
+    assert roles.terminated and roles.on_leave
+    assert not {e["actor"]["id"] for e in _day()} & roles.absent
+
+
+def test_only_privileged_users_administer_the_admin_console() -> None:
+    roles = Simulator(1).roles
+    admins = {
+        e["actor"]["id"]
+        for e in _day()
+        if e["service"]["name"] == "admin-console"
+        and e["action"] in ("admin", "grant", "revoke")
+        and e["actor"]["type"] == "user"
+    }
+    assert admins and admins <= roles.privileged
+
+
+def test_only_cleared_departments_touch_restricted_resources() -> None:
+    events = _day()
+    cards = {e["attributes"]["department"] for e in events if e["resource"]["id"] == "cards"}
+    backups = {e["attributes"]["department"] for e in events if e["resource"]["id"] == "backups"}
+    assert cards == {"finance", "it"}  # it: the service accounts
+    assert backups == {"it"}
+
+
+def test_office_hours_users_act_only_in_their_hours() -> None:
+    simulator = Simulator(1)
+    hours = {a.id: a.hours for a in simulator.actors}
+    office = 0
+    for event in _day():
+        allowed = hours[event["actor"]["id"]]
+        if allowed is not None:
+            office += 1
+            assert event["occurred_at"].hour in allowed
+    assert office > 1000
+    assert sum(h is not None for h in hours.values()) > 100

@@ -39,7 +39,7 @@ def to_datetime(us: int) -> datetime:
 
 def higher(a: str, b: str) -> str:
     """The more severe of two severities."""
-    return a if SEVERITIES.index(a) >= SEVERITIES.index(b) else b  # type: ignore[arg-type]
+    return a if SEVERITIES.index(a) >= SEVERITIES.index(b) else b
 
 
 @dataclass(slots=True)

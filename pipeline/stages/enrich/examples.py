@@ -21,6 +21,7 @@ tests always match the simulator.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import random
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.settings import EnrichSettings
-from pipeline.simulate import DEPARTMENTS, Simulator
+from pipeline.simulate import DEPARTMENTS, Roles, Simulator
 
 FIRST = (
     "Ada",
@@ -88,7 +89,7 @@ HEAD_TITLES = {d: f"Head of {d.upper() if d in ('hr', 'it') else d.title()}" for
 
 def directory(seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(f"directory-{seed}")
-    users = [a for a in Simulator(seed).actors if a.type == "user"]
+    users = [a for a in Simulator(seed, roles=Roles()).actors if a.type == "user"]
     heads: dict[str, str] = {}
     for actor in users:
         heads.setdefault(actor.department, actor.id)
@@ -112,6 +113,17 @@ def directory(seed: int = 1) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+@functools.cache
+def roles(seed: int = 1) -> Roles:
+    """Who :func:`directory` marks privileged, terminated and on leave."""
+    rows = directory(seed)
+    return Roles(
+        privileged=frozenset(r["id"] for r in rows if r["privileged"]),
+        terminated=frozenset(r["id"] for r in rows if r["employment_status"] == "terminated"),
+        on_leave=frozenset(r["id"] for r in rows if r["employment_status"] == "on_leave"),
+    )
 
 
 # network → (city record, (ASN, organization)); places as in MaxMind's test databases
