@@ -40,6 +40,23 @@ def _send(settings: Settings, batches: list[list[dict]], pause_after_first: floa
                 time.sleep(pause_after_first)
 
 
+def _wait_until_all_landed(settings: Settings, procs: dict) -> None:
+    _wait_for(
+        lambda: (
+            len(_archived(settings, settings.topics.input)) >= 2 * N + CONFLICTS
+            and _count(settings) >= N
+        ),
+        "the archive and the index",
+        list(procs.values()),
+    )
+    _wait_for(
+        lambda: len(read_topic(settings, settings.topics.dead_letter, CONFLICTS, 5)) >= CONFLICTS,
+        "the dead letters",
+        list(procs.values()),
+    )
+    time.sleep(3)  # anything still in flight would now show up as an extra
+
+
 def _check(settings: Settings, events: list[dict]) -> None:
     ids = [e["event_id"] for e in events]
     assert _count(settings) == N
@@ -74,22 +91,7 @@ def test_each_event_twice_plus_conflicting_copies_gives_each_event_once(
     procs = _start_pipeline(settings, tmp_path)
     try:
         _send(settings, [events, events, conflicts])
-        _wait_for(
-            lambda: (
-                len(_archived(settings, settings.topics.input)) >= 2 * N + CONFLICTS
-                and _count(settings) >= N
-            ),
-            "the archive and the index",
-            list(procs.values()),
-        )
-        _wait_for(
-            lambda: (
-                len(read_topic(settings, settings.topics.dead_letter, CONFLICTS, 5)) >= CONFLICTS
-            ),
-            "the dead letters",
-            list(procs.values()),
-        )
-        time.sleep(3)
+        _wait_until_all_landed(settings, procs)
     finally:
         for proc in procs.values():
             proc.stop()
@@ -112,22 +114,7 @@ def test_a_sigkilled_worker_restarts_from_its_changelog_and_still_counts_each_ev
         shutil.rmtree(settings.worker.data_dir, ignore_errors=True)
         _send(settings, [events, conflicts])
         procs["worker"].start()
-        _wait_for(
-            lambda: (
-                len(_archived(settings, settings.topics.input)) >= 2 * N + CONFLICTS
-                and _count(settings) >= N
-            ),
-            "the archive and the index",
-            list(procs.values()),
-        )
-        _wait_for(
-            lambda: (
-                len(read_topic(settings, settings.topics.dead_letter, CONFLICTS, 5)) >= CONFLICTS
-            ),
-            "the dead letters",
-            list(procs.values()),
-        )
-        time.sleep(3)
+        _wait_until_all_landed(settings, procs)
     finally:
         for proc in procs.values():
             proc.stop()
