@@ -1,7 +1,7 @@
 """Faust's Kafka transport, consuming with ``isolation.level=read_committed``.
 
-Faust reads committed-only data just under ``processing_guarantee=
-"exactly_once"``, which DESIGN rules out. A producer's aborted transaction
+Faust reads committed-only data only under its exactly-once processing
+guarantee, which DESIGN rules out. A producer's aborted transaction
 must never become an enriched event with no raw record behind it, so the
 worker's consumer is made read_committed here, under its own URL scheme.
 """
