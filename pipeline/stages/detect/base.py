@@ -37,13 +37,14 @@ Errors::
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+
+import orjson
 
 from pipeline.errors import AuditstreamError
 from pipeline.stages.detect.alerts import (
@@ -365,7 +366,9 @@ class DetectorGroup:
         return self.encode(observation.envelope), observation.alerts
 
     def encode(self, envelope: Envelope) -> bytes:
-        return json.dumps(
+        # orjson: the state is decoded and re-encoded for every event, and the
+        # standard library's json made that most of detection's cost.
+        return orjson.dumps(
             {
                 "w": sorted(envelope.applied.items()),
                 "m": envelope.max_us,
@@ -380,12 +383,12 @@ class DetectorGroup:
                     if name in self.by_name
                 },
             },
-            separators=(",", ":"),
-        ).encode()
+            option=orjson.OPT_NON_STR_KEYS,
+        )
 
     def decode(self, state: bytes) -> Envelope:
         try:
-            raw = json.loads(state)
+            raw = orjson.loads(state)
             parts: dict[str, Part[Any]] = {}
             for name, (data, open_alert) in raw["d"].items():
                 detector = self.by_name.get(name)
