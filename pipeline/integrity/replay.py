@@ -44,7 +44,7 @@ from pipeline.integrity.chain import ChainEntry, chain_prefix
 from pipeline.integrity.reconcile import default_horizon, partitions_of, records_in_window
 from pipeline.schemas import ALERT, ENRICHED_EVENT, SchemaStore
 from pipeline.settings import OpenSearchSettings, RetentionSettings, Settings
-from pipeline.sinks.base import TIMESTAMP_TYPES, Batch, Record, SinkError
+from pipeline.sinks.base import TIMESTAMP_TYPES, Batch, Record
 from pipeline.sinks.opensearch import alerts_index, events_index
 from pipeline.sinks.storage import ObjectStore
 
@@ -325,9 +325,12 @@ def _sink_results(stage: str) -> dict[str, float]:
 
 def install_restore_template(client: OpenSearch, settings: OpenSearchSettings, prefix: str) -> None:
     """The events template for ``<prefix>-*`` read through the alias ``<prefix>`` (idempotent)."""
-    from opensearchpy import exceptions as os_exc
-
-    from pipeline.sinks.opensearch import EVENTS_TEMPLATE, load_template, render_template
+    from pipeline.sinks.opensearch import (
+        EVENTS_TEMPLATE,
+        load_template,
+        put_template,
+        render_template,
+    )
 
     body = render_template(
         load_template(EVENTS_TEMPLATE),
@@ -340,15 +343,7 @@ def install_restore_template(client: OpenSearch, settings: OpenSearchSettings, p
         "`auditstream replay`; one index per day (or month) of occurred_at.",
         "managed_by": "auditstream replay",
     }
-    try:
-        client.indices.put_index_template(name=prefix, body=body)
-    except os_exc.ConnectionError as exc:
-        raise TransportError(f"OpenSearch at {settings.url}: {exc}") from exc
-    except os_exc.TransportError as exc:
-        raise SinkError(
-            f"OpenSearch at {settings.url} refused the index template {prefix}: "
-            f"{exc.status_code} {exc.error}: {exc.info}"
-        ) from exc
+    put_template(client, settings, prefix, body, extend_existing=False)
 
 
 def open_writer(

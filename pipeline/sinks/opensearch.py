@@ -124,19 +124,31 @@ def install_templates(client: OpenSearch, settings: OpenSearchSettings) -> list[
             shards=settings.number_of_shards,
             replicas=settings.number_of_replicas,
         )
-        try:
-            client.indices.put_index_template(name=prefix, body=body)
-            if client.indices.exists(index=f"{prefix}-*", allow_no_indices=False):
-                client.indices.put_mapping(index=f"{prefix}-*", body=body["template"]["mappings"])
-        except os_exc.ConnectionError as exc:
-            raise TransportError(f"OpenSearch at {settings.url}: {exc}") from exc
-        except os_exc.TransportError as exc:
-            raise SinkError(
-                f"OpenSearch at {settings.url} refused the index template {prefix}: "
-                f"{exc.status_code} {exc.error}: {exc.info}"
-            ) from exc
+        put_template(client, settings, prefix, body)
         names.append(prefix)
     return names
+
+
+def put_template(
+    client: OpenSearch,
+    settings: OpenSearchSettings,
+    prefix: str,
+    body: dict[str, Any],
+    *,
+    extend_existing: bool = True,
+) -> None:
+    """PUT one index template; with ``extend_existing``, put its mappings on ``<prefix>-*`` too."""
+    try:
+        client.indices.put_index_template(name=prefix, body=body)
+        if extend_existing and client.indices.exists(index=f"{prefix}-*", allow_no_indices=False):
+            client.indices.put_mapping(index=f"{prefix}-*", body=body["template"]["mappings"])
+    except os_exc.ConnectionError as exc:
+        raise TransportError(f"OpenSearch at {settings.url}: {exc}") from exc
+    except os_exc.TransportError as exc:
+        raise SinkError(
+            f"OpenSearch at {settings.url} refused the index template {prefix}: "
+            f"{exc.status_code} {exc.error}: {exc.info}"
+        ) from exc
 
 
 # -- the client -----------------------------------------------------------------

@@ -40,6 +40,19 @@ class InputRecord:
     value: bytes | None
     headers: Headers
 
+    @classmethod
+    def from_message(cls, msg: Any) -> InputRecord:
+        """From a confluent-kafka ``Message`` (tools and tests that run the stages in-process)."""
+        return cls(
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            msg.timestamp()[1],
+            msg.key(),
+            msg.value(),
+            list(msg.headers() or []),
+        )
+
 
 @dataclass(frozen=True)
 class Output:

@@ -11,6 +11,7 @@ from pipeline.settings import Settings
 from tests.integration.processes import read_topic
 from tests.integration.test_end_to_end import (
     _archived,
+    _assert_contiguous,
     _count,
     _events,
     _indexed_ids,
@@ -63,9 +64,7 @@ def _check(settings: Settings, events: list[dict]) -> None:
     assert _indexed_ids(settings, ids) == set(ids)
     raw = _archived(settings, settings.topics.input)
     assert len(raw) == 2 * N + CONFLICTS  # the record of truth keeps every message
-    for partition in {r["partition"] for r in raw}:
-        offsets = sorted(r["offset"] for r in raw if r["partition"] == partition)
-        assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+    _assert_contiguous(raw)
     decoder = Decoder(default_store(), default_store().latest(ENRICHED_EVENT))
     enriched = [
         decoder.decode(r["value"]).record for r in _archived(settings, settings.topics.enriched)

@@ -108,15 +108,20 @@ def _start_pipeline(settings: Settings, log_dir: Path) -> dict[str, PipelineProc
     }
 
 
+def _assert_contiguous(raw: list[dict]) -> None:
+    """Each partition's archived offsets run without a gap or a repeat."""
+    for partition in {r["partition"] for r in raw}:
+        offsets = sorted(r["offset"] for r in raw if r["partition"] == partition)
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+
+
 def _assert_exactly_once(settings: Settings, events: list[dict]) -> None:
     ids = [e["event_id"] for e in events]
     assert _count(settings) == len(events)
     assert _indexed_ids(settings, ids) == set(ids)
     raw = _archived(settings, settings.topics.input)
     assert len(raw) == len(events)
-    for partition in {r["partition"] for r in raw}:
-        offsets = sorted(r["offset"] for r in raw if r["partition"] == partition)
-        assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+    _assert_contiguous(raw)
     decoder = Decoder(default_store(), default_store().latest(ENRICHED_EVENT))
     enriched = [
         decoder.decode(r["value"]).record for r in _archived(settings, settings.topics.enriched)

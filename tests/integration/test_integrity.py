@@ -258,16 +258,7 @@ def test_reconcile_accounts_for_every_raw_offset_and_names_what_is_not(
     processor = Processor(settings, STORE)
     outputs: dict[str, list[Any]] = {topics.enriched: [], topics.dead_letter: []}
     for msg in read_topic(settings, topics.input, len(delivered)):
-        record = InputRecord(
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            msg.timestamp()[1],
-            msg.key(),
-            msg.value(),
-            [],
-        )
-        for out in processor.process(record):
+        for out in processor.process(InputRecord.from_message(msg)):
             outputs[out.topic].append((out.key, out.value, out.headers or None, None))
     for topic, batch in outputs.items():
         produce(settings, topic, batch)

@@ -88,16 +88,7 @@ def live_path(settings: Settings) -> list[dict[str, Any]]:
     processor = Processor(settings, STORE)
     outputs: dict[str, list[Any]] = defaultdict(list)
     for msg in read_topic(settings, topics.input, len(delivered)):
-        record = InputRecord(
-            msg.topic(),
-            msg.partition(),
-            msg.offset(),
-            msg.timestamp()[1],
-            msg.key(),
-            msg.value(),
-            [],
-        )
-        for out in processor.process(record):
+        for out in processor.process(InputRecord.from_message(msg)):
             outputs[out.topic].append((out.key, out.value, out.headers or None, msg.partition()))
     enriched = outputs[topics.enriched]
     assert len(enriched) == RECENT + OLD and not outputs[topics.dead_letter]
