@@ -4,7 +4,7 @@ One agent reads raw bytes from one topic and awaits ``topic.send`` of each
 value to another: no decoding, no validation, no state. Its own consumer
 group, no leader topic, earliest offsets. Run as a process::
 
-    python -m pipeline.bench_faust --bootstrap 127.0.0.1:9092 --group g \\
+    python -m pipeline.bench.forwarder --bootstrap 127.0.0.1:9092 --group g \\
         --source in-topic --sink out-topic --datadir /tmp/x
 """
 
@@ -45,7 +45,7 @@ def create_app(bootstrap: str, group: str, source: str, sink: str, datadir: str)
 def main(argv: Sequence[str] | None = None) -> int:
     from faust.worker import Worker
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.bench_faust", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m pipeline.bench.forwarder", description=__doc__)
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--source", required=True)

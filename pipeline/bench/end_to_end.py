@@ -147,7 +147,6 @@ class Latency:
 class BenchReport:
     events: int
     bulk: Throughput
-    bulk_mapping: str
     faust: Throughput
     pipeline: Throughput
     worker: Throughput
@@ -205,7 +204,7 @@ def format_report(r: BenchReport) -> str:
     ]
     lines += [f"{a:<40}{b:>10}{c:>10}{d:>17}" for a, b, c, d in _throughput_rows(r)]
     lines += [
-        f"  (A: {r.bulk_mapping} mapping, chunks of {BULK_CHUNK}; pipeline/this compares steady "
+        f"  (A: the shipped template, chunks of {BULK_CHUNK}; pipeline/this compares steady "
         "with steady, total with total; N produced to the input beforehand in "
         f"{r.produce_s:.2f} s)",
         "",
@@ -238,7 +237,7 @@ def report_dict(r: BenchReport) -> dict[str, Any]:
     del latency["latencies_ms"]
     return {
         "events": r.events,
-        "bulk": {**rates(r.bulk), "mapping": r.bulk_mapping},
+        "bulk": rates(r.bulk),
         "faust": rates(r.faust),
         "pipeline": {**rates(r.pipeline), "archive_s": r.archive_s, "produce_s": r.produce_s},
         "worker": rates(r.worker),
@@ -558,34 +557,28 @@ def produce(settings: Settings, topic: str, events: Sequence[Prepared]) -> float
 # -- 1. baseline A: OpenSearch bulk ---------------------------------------------------------------
 
 
-def _events_template(prefix: str, settings: Settings) -> dict[str, Any] | None:
-    """The shipped events template for ``<prefix>-*`` (as the sink installs it), if present."""
-    here = Path(__file__).resolve().parent
-    for directory in (here.parent / "deploy" / "opensearch", here / "_opensearch"):
-        path = directory / "audit-events.template.json"
-        if path.is_file():
-            body: dict[str, Any] = json.loads(path.read_text())
-            body["index_patterns"] = [f"{prefix}-*"]
-            body["priority"] = 100 + len(prefix)
-            inner = body.setdefault("template", {})
-            inner["aliases"] = {prefix: {}}
-            index = inner.setdefault("settings", {}).setdefault("index", {})
-            index["number_of_shards"] = settings.opensearch.number_of_shards
-            index["number_of_replicas"] = settings.opensearch.number_of_replicas
-            return body
-    return None
+def _events_template(prefix: str, settings: Settings) -> dict[str, Any]:
+    """The shipped events template for ``<prefix>-*``, as the sink installs it."""
+    from pipeline.sinks.opensearch import EVENTS_TEMPLATE, load_template, render_template
+
+    return render_template(
+        load_template(EVENTS_TEMPLATE),
+        prefix,
+        shards=settings.opensearch.number_of_shards,
+        replicas=settings.opensearch.number_of_replicas,
+    )
 
 
-def bench_bulk(ns: Namespace, events: Sequence[Prepared]) -> tuple[Throughput, str]:
+def bench_bulk(ns: Namespace, events: Sequence[Prepared]) -> Throughput:
     """Bulk-index the documents into a scratch index: docs/s with no Kafka and no processing."""
     from opensearchpy import helpers
 
     from pipeline.ecs import iso
 
     client = _opensearch(ns.settings)
-    template = _events_template(ns.bulk_prefix, ns.settings)
-    if template is not None:
-        client.indices.put_index_template(name=ns.bulk_prefix, body=template)
+    client.indices.put_index_template(
+        name=ns.bulk_prefix, body=_events_template(ns.bulk_prefix, ns.settings)
+    )
     index = f"{ns.bulk_prefix}-{datetime.now(tz=UTC):%Y.%m.%d}"
     client.indices.create(index=index)
     ingested = iso(datetime.now(tz=UTC))
@@ -605,7 +598,7 @@ def bench_bulk(ns: Namespace, events: Sequence[Prepared]) -> tuple[Throughput, s
     if indexed != len(events):
         raise AuditstreamError(f"baseline A: {indexed} of {len(events)} documents in {index}")
     n = len(events)
-    return Throughput(n, n, elapsed, elapsed), "template" if template else "dynamic"
+    return Throughput(n, n, elapsed, elapsed)
 
 
 # -- 2. baseline B: a bare Faust agent ------------------------------------------------------------
@@ -629,7 +622,7 @@ def bench_faust(ns: Namespace, events: Sequence[Prepared]) -> Throughput:
     )
     consumer.assign([TopicPartition(sink, p, OFFSET_BEGINNING) for p in range(partitions)])
     argv = [
-        sys.executable, "-m", "pipeline.bench_faust",
+        sys.executable, "-m", "pipeline.bench.forwarder",
         "--bootstrap", ns.settings.kafka.bootstrap_servers, "--group", ns.faust_group,
         "--source", source, "--sink", sink, "--datadir", str(ns.tmp / "faust"),
     ]  # fmt: skip
@@ -898,7 +891,7 @@ def measure(args: argparse.Namespace, ns: Namespace) -> BenchReport:
     say(f"preparing {args.events:,} events (namespace {ns.suffix}) …")
     events = prepare_events(ns.settings, args.events, seed=secrets.randbits(32))
     say("1/4 baseline A: OpenSearch bulk ingest …")
-    bulk, mapping = bench_bulk(ns, events)
+    bulk = bench_bulk(ns, events)
     load["A"] = os.getloadavg()
     say(f"  {_rate(bulk.steady_rate)} docs/s; 2/4 baseline B: bare Faust agent …")
     faust = bench_faust(ns, events)
@@ -920,7 +913,6 @@ def measure(args: argparse.Namespace, ns: Namespace) -> BenchReport:
     return BenchReport(
         events=args.events,
         bulk=bulk,
-        bulk_mapping=mapping,
         faust=faust,
         pipeline=run.searchable,
         worker=run.enriched,
@@ -938,7 +930,7 @@ def measure(args: argparse.Namespace, ns: Namespace) -> BenchReport:
     )
 
 
-def _check(args: argparse.Namespace) -> None:
+def check(args: argparse.Namespace) -> None:
     if args.events < 2:
         raise ConfigError("--events must be at least 2")
     if args.rate <= 0 or args.latency_seconds <= 0:
@@ -946,15 +938,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.dedupe_ids is not None or args.stage_costs is not None:
-        from pipeline import bench_dedupe
-
-        if args.stage_costs is not None:
-            print(bench_dedupe.stage_report(bench_dedupe.stage_costs(args.stage_costs)))
-        if args.dedupe_ids is not None:
-            print(bench_dedupe.report(bench_dedupe.measure(args.dedupe_ids)))
-        return 0
-    _check(args)
+    check(args)
     local = start_stack(settings)
     tmp = Path(tempfile.mkdtemp(prefix="auditstream-bench-"))
     ns = make_namespace(local, tmp)
@@ -973,35 +957,3 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report_dict(report), indent=2))
     return 0
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="measure throughput and latency of the pipeline beside bare baselines",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--events", type=int, default=20_000, help="N (default 20000)")
-    parser.add_argument(
-        "--rate", type=float, default=500.0, help="events/s of the latency phase (default 500)"
-    )
-    parser.add_argument(
-        "--latency-seconds", type=float, default=20.0, help="latency phase length (default 20)"
-    )
-    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    parser.add_argument(
-        "--dedupe-ids",
-        type=int,
-        default=None,
-        metavar="N",
-        help="instead: load N distinct event ids into the dedupe store; print cost and peak RSS",
-    )
-    parser.add_argument(
-        "--stage-costs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="instead: µs/event of the worker's stages in-process over N events",
-    )
-    parser.set_defaults(func=run)

@@ -9,7 +9,8 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from pipeline.bench import (
+from pipeline.bench import register
+from pipeline.bench.end_to_end import (
     ArchiveCounter,
     BenchReport,
     Latency,
@@ -20,7 +21,6 @@ from pipeline.bench import (
     make_namespace,
     per_second,
     percentile,
-    register,
     report_dict,
 )
 from pipeline.settings import Settings
@@ -100,7 +100,6 @@ def make_report(latencies: list[float] | None = None) -> BenchReport:
     return BenchReport(
         events=20_000,
         bulk=Throughput(20_000, 20_000, 2.0, 2.0),  # 10,000/s
-        bulk_mapping="template",
         faust=Throughput(20_000, 19_000, 4.0, 8.0),  # 4,750/s; 2,500/s total
         pipeline=Throughput(20_000, 18_000, 9.0, 16.0),  # 2,000/s; 1,250/s total
         worker=Throughput(20_000, 19_500, 6.5, 10.0),
@@ -184,7 +183,6 @@ def test_two_namespaces_do_not_collide(tmp_path: Path) -> None:
 
 def test_bulk_template_is_the_shipped_one_for_the_scratch_prefix() -> None:
     body = _events_template("bench-x-bulk", Settings())
-    assert body is not None
     assert body["index_patterns"] == ["bench-x-bulk-*"]
     assert body["template"]["aliases"] == {"bench-x-bulk": {}}
     assert body["template"]["mappings"]["dynamic"] == "strict"

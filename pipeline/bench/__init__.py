@@ -1,0 +1,60 @@
+"""``auditstream bench``: figures for each part of the pipeline, each beside a baseline.
+
+By default the end-to-end run (``end_to_end``): throughput and latency on the
+local stack beside bare OpenSearch bulk and a bare Faust agent. The other
+modes measure one part each, in-process or on the stack:
+
+- ``--dedupe-ids N``: the dedupe store's memory and cost with N distinct ids (``dedupe``);
+- ``--stage-costs N``: µs/event of each worker stage (``dedupe``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from pipeline.bench import end_to_end
+from pipeline.settings import Settings
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.dedupe_ids is not None or args.stage_costs is not None:
+        from pipeline.bench import dedupe
+
+        if args.stage_costs is not None:
+            print(dedupe.stage_report(dedupe.stage_costs(args.stage_costs)))
+        if args.dedupe_ids is not None:
+            print(dedupe.report(dedupe.measure(args.dedupe_ids)))
+        return 0
+    return end_to_end.run(args, settings)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="measure throughput, latency and cost of the pipeline's parts beside baselines",
+        description=f"{__doc__}\n{end_to_end.__doc__}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--events", type=int, default=20_000, help="N (default 20000)")
+    parser.add_argument(
+        "--rate", type=float, default=500.0, help="events/s of the latency phase (default 500)"
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, default=20.0, help="latency phase length (default 20)"
+    )
+    parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument(
+        "--dedupe-ids",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: load N distinct event ids into the dedupe store; print cost and peak RSS",
+    )
+    parser.add_argument(
+        "--stage-costs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: µs/event of the worker's stages in-process over N events",
+    )
+    parser.set_defaults(func=run)
