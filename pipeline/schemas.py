@@ -49,7 +49,7 @@ class SchemaEntry:
     version: int
     file: Path
     name: str
-    parsed: dict[str, Any]
+    parsed: dict[str, Any]  # fastavro's parsed form, marked so it is not parsed again per call
     canonical: str
     text: str
 
@@ -101,7 +101,7 @@ class SchemaStore:
             raw = _read_json(path)
             expanded = _expand(raw, raw_by_name)
             try:
-                parsed = parse_schema(expanded, _write_hint=False)
+                parsed = parse_schema(expanded)
             except Exception as exc:  # fastavro raises several types for bad schemas
                 raise ConfigError(f"{path}: not a valid Avro schema: {exc}") from None
             if not isinstance(parsed, dict) or not isinstance(parsed.get("name"), str):
@@ -150,7 +150,7 @@ def default_store() -> SchemaStore:
 def entry_from_schema(
     schema: dict[str, Any], *, schema_id: int, subject: str, version: int, file: Path
 ) -> SchemaEntry:
-    parsed = parse_schema(schema, _write_hint=False)
+    parsed = parse_schema(schema)
     if not isinstance(parsed, dict):
         raise ConfigError(f"{file}: the top-level schema must be a named record")
     return SchemaEntry(

@@ -192,6 +192,7 @@ class DetectSettings(_Section):
     rules_path: Path | None = None  # None: the built-in defaults, the same as the shipped file
     sweep_every: int = Field(1000, ge=1)  # events per partition between expiry sweeps
     sweep_limit: int = Field(1000, ge=1)  # keys scanned per sweep
+    cache_entities: int = Field(1024, ge=1)  # decoded states kept per table partition
 
 
 class RetentionSettings(_Section):

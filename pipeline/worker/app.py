@@ -120,6 +120,13 @@ def create_app(
     )
     processor = Processor(settings, store or default_store())
     tables = WorkerTables(app, settings)
+
+    def rebalanced(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        processor.rebalanced()
+
+    app.on_partitions_revoked.connect(rebalanced)
+    app.on_partitions_assigned.connect(rebalanced)
+
     writers: list[OutputWriter] = []
 
     def writer() -> OutputWriter:

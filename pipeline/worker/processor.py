@@ -22,7 +22,8 @@ from pipeline.settings import Settings
 from pipeline.stages.dedupe import Deduper, Sighting, Store, Verdict
 from pipeline.stages.detect import DetectStage
 from pipeline.stages.detect.alerts import AlertRecord
-from pipeline.stages.detect.base import EnrichedEventView
+from pipeline.stages.detect.base import DetectorGroup, EnrichedEventView
+from pipeline.stages.detect.stage import EntityCache
 from pipeline.stages.enrich import EnrichStage
 from pipeline.stages.validate import ValidEvent, to_micros, validate
 from pipeline.telemetry import EVENTS, dead_lettered
@@ -96,6 +97,23 @@ class Processor:
         self._alert = store.latest(ALERT)
         self._enriched_decoder = Decoder(store, self._enriched)
         self._since_sweep: dict[int, int] = {}
+        # Per (table, partition): decoded detection states, and the expiry sweeps'
+        # counters, cursors and event-time watermarks (the input's comes from dedupe).
+        self._caches: dict[tuple[str, int], EntityCache] = {}
+        self._detect_sweeps: dict[tuple[str, int], tuple[int, bytes | None]] = {}
+        self._by_ip_watermarks: dict[int, int] = {}
+
+    def rebalanced(self) -> None:
+        """Forget cached detection states: Faust may write the tables while recovering."""
+        self._caches.clear()
+
+    def _cache(self, table: str, partition: int) -> EntityCache:
+        cache = self._caches.get((table, partition))
+        if cache is None:
+            cache = self._caches[(table, partition)] = EntityCache(
+                self._settings.detect.cache_entities
+            )
+        return cache
 
     def process(self, record: InputRecord, state: PartitionState | None = None) -> list[Output]:
         """The outputs for ``record``; with ``state``, deduplicated and run through detection."""
@@ -164,7 +182,8 @@ class Processor:
             return []
         view = EnrichedEventView.from_enriched(enriched)
         position = (record.topic, record.partition, record.offset)
-        outcome = self._detect.observe(self._detect.users, state.users, view, position)
+        group, cache = self._detect.users, self._cache("users", record.partition)
+        outcome = self._detect.observe(group, state.users, view, position, cache)
         outputs = [self._alert_output(alert) for alert in outcome.alerts]
         if outcome.value is not None:
             outputs.append(
@@ -173,7 +192,10 @@ class Processor:
         if self._detect.needs_by_ip(view):
             ip = str(enriched["event"]["source"]["ip"]).encode()
             outputs.append(Output(self._topics.by_ip, ip, output.value, [], by_key=True))
-        return outputs
+        watermark = self._deduper.watermark(record.partition)
+        return outputs + self._sweep_detect(
+            "users", group, record.partition, state.users, state.users_changelog, watermark
+        )
 
     def process_by_ip(self, record: InputRecord, store: Store, changelog: str) -> list[Output]:
         """A record of the by-IP topic (an enriched event keyed by source address)."""
@@ -187,11 +209,42 @@ class Processor:
             enriched["source_partition"],
             enriched["source_offset"],
         )
-        outcome = self._detect.observe(self._detect.ips, store, view, position)
+        group, cache = self._detect.ips, self._cache("ips", record.partition)
+        outcome = self._detect.observe(group, store, view, position, cache)
         outputs = [self._alert_output(alert) for alert in outcome.alerts]
         if outcome.value is not None:
             outputs.append(Output(changelog, outcome.key, outcome.value, [], changelog=True))
-        return outputs
+        watermark = max(self._by_ip_watermarks.get(record.partition, 0), view.occurred_us)
+        self._by_ip_watermarks[record.partition] = watermark
+        return outputs + self._sweep_detect(
+            "ips", group, record.partition, store, changelog, watermark
+        )
+
+    def _sweep_detect(
+        self,
+        table: str,
+        group: DetectorGroup,
+        partition: int,
+        store: Store,
+        changelog: str,
+        watermark_us: int,
+    ) -> list[Output]:
+        """Every ``detect.sweep_every`` events of a partition: expire its silent entities."""
+        assert self._detect is not None
+        count, cursor = self._detect_sweeps.get((table, partition), (0, None))
+        if count + 1 < self._settings.detect.sweep_every:
+            self._detect_sweeps[(table, partition)] = (count + 1, cursor)
+            return []
+        expired, cursor = self._detect.sweep(
+            group,
+            store,
+            watermark_us,
+            cursor,
+            self._settings.detect.sweep_limit,
+            self._cache(table, partition),
+        )
+        self._detect_sweeps[(table, partition)] = (0, cursor)
+        return [Output(changelog, key, None, [], changelog=True) for key in expired]
 
     def _alert_output(self, alert: AlertRecord) -> Output:
         value = encode(alert.to_avro(), self._alert, Encoding.SINGLE_OBJECT)

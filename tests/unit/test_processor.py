@@ -127,3 +127,68 @@ def test_eight_failed_logins_raise_one_brute_force_alert_and_a_replay_re_emits_i
     again = processor.process(_record(values[-1], offset=107), state)
     [replayed] = [_read(o.value, ALERT) for o in again if o.topic == "access-alerts"]
     assert (replayed["alert_id"], replayed["revision"]) == (records[0]["alert_id"], 1)
+
+
+def test_detection_tables_are_swept_on_event_time_with_tombstones(tmp_path):
+    from datetime import timedelta
+
+    from pipeline.settings import DetectSettings
+    from pipeline.stages.dedupe import DictStore
+    from pipeline.worker.processor import PartitionState
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "alerts: {retention_days: 1}\ndetectors: {dormant_account: {enabled: false}}\n"
+    )
+    settings = Settings(detect=DetectSettings(rules_path=rules, sweep_every=2))
+    processor = Processor(settings, default_store())
+    state = PartitionState(DictStore(), "cl-dedupe", DictStore(), "cl-users")
+    entry = default_store().latest(ACCESS_EVENT)
+    now = datetime.now(tz=UTC)
+    old = make_event(
+        actor={"id": "u-old", "type": "user", "name": "old", "tenant": "acme"},
+        occurred_at=now - timedelta(days=3),
+    )
+    first = processor.process(_record(encode(old, entry, Encoding.SINGLE_OBJECT), 1), state)
+    assert not [o for o in first if o.topic == "cl-users" and o.value is None]
+    assert b"u-old" in state.users.data
+    recent = processor.process(
+        _record(encode(make_event(), entry, Encoding.SINGLE_OBJECT), 2), state
+    )
+    tombstones = [o.key for o in recent if o.changelog and o.value is None]
+    assert tombstones == [b"u-old"]
+    assert set(state.users.data) == {b"u00042"}
+
+
+def test_after_a_rebalance_detection_reads_the_table_again():
+    from datetime import timedelta
+
+    from pipeline.schemas import ALERT
+    from pipeline.stages.dedupe import DictStore
+    from pipeline.worker.processor import PartitionState
+
+    processor = Processor(Settings(), default_store())
+    state = PartitionState(DictStore(), "cl-dedupe", DictStore(), "cl-users")
+    entry = default_store().latest(ACCESS_EVENT)
+    start = datetime.now(tz=UTC) - timedelta(minutes=5)
+
+    def failure(n: int) -> bytes:
+        event = make_event(
+            action="login",
+            outcome="failure",
+            reason="invalid_password",
+            occurred_at=start + timedelta(seconds=n),
+        )
+        return encode(event, entry, Encoding.SINGLE_OBJECT)
+
+    for n in range(7):
+        processor.process(_record(failure(n), offset=n + 1), state)
+    # The partition moved away and back: recovery left a table without those failures.
+    state.users.data.clear()
+    processor.rebalanced()
+    outputs = processor.process(_record(failure(7), offset=8), state)
+    assert not [o for o in outputs if o.topic == "access-alerts"]
+    for n in range(8, 15):
+        outputs = processor.process(_record(failure(n), offset=n + 1), state)
+    [alert] = [_read(o.value, ALERT) for o in outputs if o.topic == "access-alerts"]
+    assert alert["detector"] == "brute_force_user" and alert["opened_by_offset"] == 15

@@ -338,7 +338,13 @@ class Detector(ABC, Generic[D]):
 class DetectorGroup:
     """Detectors of one entity kind over one shared :class:`Envelope` per entity."""
 
-    def __init__(self, detectors: Sequence[Detector[Any]], *, lateness_s: float = 3600.0) -> None:
+    def __init__(
+        self,
+        detectors: Sequence[Detector[Any]],
+        *,
+        lateness_s: float = 3600.0,
+        retention_s: float = 400 * 86_400.0,
+    ) -> None:
         kinds = {d.entity_type for d in detectors}
         if len(kinds) > 1:
             raise DetectError(f"one group holds one entity kind, not {sorted(kinds)}")
@@ -346,6 +352,7 @@ class DetectorGroup:
         self.by_name = {d.name: d for d in detectors}
         self.entity_type = kinds.pop() if kinds else "user"
         self.lateness_us = int(lateness_s * US)
+        self.retention_us = int(retention_s * US)  # an entity silent this long is swept
 
     def entity_of(self, event: EnrichedEventView) -> str | None:
         return event.source_ip if self.entity_type == "source_ip" else event.actor_id

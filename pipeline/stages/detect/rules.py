@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from pipeline.errors import ConfigError
@@ -161,7 +161,8 @@ class AlertRules(_Model):
     max_evidence: int = Field(20, ge=1)  # event ids carried by an alert
     emit_first: int = Field(10, ge=0)  # every one of the first N folds is a new revision ...
     update_every_s: float = Field(60.0, gt=0)  # ... then powers of two, or this much later
-    retention_days: float = Field(400.0, gt=0)  # an entity silent this long is swept
+    retention_days: float = Field(400.0, gt=0)  # a user silent this long is swept
+    address_retention_days: float = Field(2.0, gt=0)  # a source address silent this long is swept
 
 
 class Detectors(_Model):
@@ -182,6 +183,17 @@ class Rules(_Model):
     version: Literal[1] = 1
     alerts: AlertRules = AlertRules()
     detectors: Detectors = Detectors()
+
+    @model_validator(mode="after")
+    def _users_outlive_dormancy(self) -> Rules:
+        dormant = self.detectors.dormant_account
+        if dormant.enabled and self.alerts.retention_days <= dormant.dormant_days:
+            raise ValueError(
+                f"alerts.retention_days ({self.alerts.retention_days:g}) must exceed "
+                f"detectors.dormant_account.dormant_days ({dormant.dormant_days:g}): a user's "
+                "state is swept after that much silence, so a dormant account would go unseen"
+            )
+        return self
 
 
 def rules_file() -> Path:

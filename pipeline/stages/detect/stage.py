@@ -9,20 +9,33 @@ partition (a Faust table on RocksDB with a changelog, like dedupe's):
   ``access-events-by-ip``, whose records carry the source partition and
   offset; only events :meth:`DetectStage.needs_by_ip` accepts need to go there.
 
-``DetectStage.observe(group, store, event, position)`` reads the entity's
-value, applies the event and returns the alerts and the value to write back
-(and to the changelog) when it changed. Alerts opened are counted in
+``DetectStage.observe(group, store, event, position, cache)`` reads the
+entity's value, applies the event and returns the alerts and the value to write
+back (and to the changelog) when it changed. Alerts opened are counted in
 ``auditstream_alerts_total{detector,severity}``; events beyond the allowed
 lateness in ``auditstream_events_total{stage="detect",result="late"}``.
+
+An :class:`EntityCache` keeps the decoded values of the most recently seen
+entities of one store, so an active entity is not decoded again for every
+event. It holds exactly what the store holds (it is filled from reads and
+writes of the store), so its owner clears it whenever someone else may write
+the store: on every rebalance, when Faust recovers or stands by for a table
+partition.
+
+``DetectStage.sweep`` deletes entities silent for longer than their group's
+retention (users: ``alerts.retention_days``; source addresses, whose windows
+are minutes: ``alerts.address_retention_days``), on event time.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import ConfigError
 from pipeline.settings import Settings
 from pipeline.stages.dedupe import Store
 from pipeline.stages.detect.alerts import AlertRecord
@@ -37,6 +50,7 @@ from pipeline.stages.detect.base import (
     Detector,
     DetectorGroup,
     EnrichedEventView,
+    Envelope,
     Position,
     Verdict,
 )
@@ -80,19 +94,65 @@ class Outcome:
     verdict: Verdict
 
 
+class EntityCache:
+    """Decoded state values of one store, the least recently used dropped beyond ``capacity``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._values: OrderedDict[bytes, Envelope] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, key: bytes) -> Envelope | None:
+        envelope = self._values.get(key)
+        if envelope is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+            self._values.move_to_end(key)
+        return envelope
+
+    def put(self, key: bytes, envelope: Envelope) -> None:
+        self._values[key] = envelope
+        self._values.move_to_end(key)
+        if len(self._values) > self.capacity:
+            self._values.popitem(last=False)
+
+    def drop(self, key: bytes) -> None:
+        self._values.pop(key, None)
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
 class DetectStage:
     """The configured detectors in two groups; see the module docstring."""
 
     def __init__(self, rules: Rules, lateness_s: float = 3600.0) -> None:
         detectors = build_detectors(rules, lateness_s)
         self.rules = rules
+        day_s = 86_400.0
         self.users = DetectorGroup(
-            [x for x in detectors if x.entity_type == "user"], lateness_s=lateness_s
+            [x for x in detectors if x.entity_type == "user"],
+            lateness_s=lateness_s,
+            retention_s=rules.alerts.retention_days * day_s,
         )
         self.ips = DetectorGroup(
-            [x for x in detectors if x.entity_type == "source_ip"], lateness_s=lateness_s
+            [x for x in detectors if x.entity_type == "source_ip"],
+            lateness_s=lateness_s,
+            retention_s=rules.alerts.address_retention_days * day_s,
         )
-        self.retention_us = int(rules.alerts.retention_days * 86_400 * US)
+        looks_back_us = max(
+            (d.suppression_us + (d.window_s or 0) * US for d in self.ips.detectors), default=0
+        ) + int(lateness_s * US)
+        if self.ips.detectors and self.ips.retention_us < looks_back_us:
+            raise ConfigError(
+                f"alerts.address_retention_days ({rules.alerts.address_retention_days:g}) is "
+                f"shorter than the address detectors look back ({looks_back_us / US / 86_400:.2f} "
+                "days: longest window + suppression + allowed lateness); raise it"
+            )
         self._ok = EVENTS.labels(stage="detect", result="ok")
         self._late = EVENTS.labels(stage="detect", result="late")
 
@@ -115,19 +175,31 @@ class DetectStage:
         return entity.encode() if entity is not None else None
 
     def observe(
-        self, group: DetectorGroup, store: Store, event: EnrichedEventView, position: Position
+        self,
+        group: DetectorGroup,
+        store: Store,
+        event: EnrichedEventView,
+        position: Position,
+        cache: EntityCache | None = None,
     ) -> Outcome:
         """Apply ``event`` to its entity's value in ``store`` (written there when changed)."""
         key = self.key(group, event)
         if key is None:
             return Outcome([], b"", None, Verdict.SKIPPED)
-        state = store.get(key)
-        envelope = group.decode(state) if state is not None else None
+        envelope = cache.get(key) if cache is not None else None
+        if envelope is None:
+            state = store.get(key)
+            if state is not None:
+                envelope = group.decode(state)
+                if cache is not None:
+                    cache.put(key, envelope)
         observation = group.apply(envelope, event, position)
         value = None
         if observation.verdict in (Verdict.APPLIED, Verdict.LATE):
             value = group.encode(observation.envelope)
             store.put(key, value)
+            if cache is not None:
+                cache.put(key, observation.envelope)
         if observation.verdict is Verdict.LATE:
             self._late.inc()
         elif observation.verdict is Verdict.APPLIED:
@@ -139,14 +211,20 @@ class DetectStage:
         return Outcome(observation.alerts, key, value, observation.verdict)
 
     def sweep(
-        self, group: DetectorGroup, store: Store, watermark_us: int, start: bytes | None, limit: int
+        self,
+        group: DetectorGroup,
+        store: Store,
+        watermark_us: int,
+        start: bytes | None,
+        limit: int,
+        cache: EntityCache | None = None,
     ) -> tuple[list[bytes], bytes | None]:
-        """Delete entities silent for ``alerts.retention_days`` before ``watermark_us``.
+        """Delete entities silent for the group's retention before ``watermark_us``.
 
         Scans at most ``limit`` keys from ``start``; returns the keys deleted
         (write each as a changelog tombstone) and where the next sweep starts.
         """
-        horizon = watermark_us - self.retention_us
+        horizon = watermark_us - group.retention_us
         expired: list[bytes] = []
         scanned, last = 0, None
         items: Iterator[tuple[bytes, bytes]] = store.scan(start, limit)
@@ -157,4 +235,6 @@ class DetectStage:
                 expired.append(key)
         for key in expired:
             store.delete(key)
+            if cache is not None:
+                cache.drop(key)
         return expired, (last + b"\x00" if scanned == limit and last else None)
