@@ -5,7 +5,8 @@ local stack beside bare OpenSearch bulk and a bare Faust agent. The other
 modes measure one part each, in-process or on the stack:
 
 - ``--dedupe-ids N``: the dedupe store's memory and cost with N distinct ids (``dedupe``);
-- ``--stage-costs N``: µs/event of each worker stage (``dedupe``).
+- ``--stage-costs N``: µs/event of each worker stage (``dedupe``);
+- ``--detect-state N``: detection's state size, quality and cost after N events (``detect_state``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from pipeline.settings import Settings
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.detect_state is not None:
+        from pipeline.bench import detect_state
+
+        print(detect_state.format_report(detect_state.run(args.detect_state)))
+        return 0
     if args.dedupe_ids is not None or args.stage_costs is not None:
         from pipeline.bench import dedupe
 
@@ -56,5 +62,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="N",
         help="instead: µs/event of the worker's stages in-process over N events",
+    )
+    parser.add_argument(
+        "--detect-state",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: detection's table size, quality and cost after about N simulated events",
     )
     parser.set_defaults(func=run)

@@ -10,6 +10,8 @@ temporary directory), removed again at the end; the stack keeps running.
    both sinks started; until OpenSearch counts N and the archive holds N.
 4. Latency: a steady rate for some seconds; every 10th event's produce →
    searchable time, polled with ``ids`` queries (refresh not forced).
+5. The worker alone over the same N, without and with detection
+   (:mod:`pipeline.bench.worker_alone`): what detecting costs per event.
 
 Throughputs are given steady (from the first output seen to the Nth) and in
 total (including start-up), with the pipeline's ratio to each baseline.
@@ -38,10 +40,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import AuditstreamError, ConfigError, ServiceUnavailable, StackError
 from pipeline.settings import Settings, to_env
+
+if TYPE_CHECKING:
+    from pipeline.bench.worker_alone import WorkerAlone
 
 SAMPLE_EVERY = 10
 POLL_S = 0.25
@@ -157,6 +162,7 @@ class BenchReport:
     load: dict[str, tuple[float, float, float]]
     accounted: dict[str, tuple[int, int]]  # what → (found, expected)
     versions: dict[str, str]
+    workers: list[WorkerAlone] = field(default_factory=list)
 
 
 def _rate(value: float | None) -> str:
@@ -214,6 +220,7 @@ def format_report(r: BenchReport) -> str:
         f"  p50 {_ms(lat['p50'])} ms   p95 {_ms(lat['p95'])} ms   p99 {_ms(lat['p99'])} ms   "
         f"max {_ms(lat['max'])} ms",
         "",
+        *_worker_rows(r),
         "peak RSS (VmHWM): "
         + ", ".join(
             f"{name} {'n/a' if kb is None else f'{kb / 1024:.0f} MB'}"
@@ -225,6 +232,13 @@ def format_report(r: BenchReport) -> str:
         "versions: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()),
     ]
     return "\n".join(lines)
+
+
+def _worker_rows(r: BenchReport) -> list[str]:
+    from pipeline.bench.worker_alone import format_rows
+
+    rows = format_rows(r.workers)
+    return [*rows, ""] if rows else []
 
 
 def report_dict(r: BenchReport) -> dict[str, Any]:
@@ -241,6 +255,14 @@ def report_dict(r: BenchReport) -> dict[str, Any]:
         "faust": rates(r.faust),
         "pipeline": {**rates(r.pipeline), "archive_s": r.archive_s, "produce_s": r.produce_s},
         "worker": rates(r.worker),
+        "worker_alone": {
+            w.variant: {
+                **rates(w.throughput),
+                "us_per_event": w.us_per_event,
+                "rss_kb": w.peak_rss_kb,
+            }
+            for w in r.workers
+        },
         "ratios": {
             "pipeline_to_bulk": _num(_ratio(r.pipeline.steady_rate, r.bulk.steady_rate)),
             "pipeline_to_faust": _num(_ratio(r.pipeline.steady_rate, r.faust.steady_rate)),
@@ -886,21 +908,21 @@ def start_stack(settings: Settings) -> Settings:
     return local_client_settings(settings)
 
 
-def measure(args: argparse.Namespace, ns: Namespace) -> BenchReport:
+def measure(args: argparse.Namespace, ns: Namespace, local: Settings) -> BenchReport:
     load = {"start": os.getloadavg()}
     say(f"preparing {args.events:,} events (namespace {ns.suffix}) …")
     events = prepare_events(ns.settings, args.events, seed=secrets.randbits(32))
-    say("1/4 baseline A: OpenSearch bulk ingest …")
+    say("1/5 baseline A: OpenSearch bulk ingest …")
     bulk = bench_bulk(ns, events)
     load["A"] = os.getloadavg()
-    say(f"  {_rate(bulk.steady_rate)} docs/s; 2/4 baseline B: bare Faust agent …")
+    say(f"  {_rate(bulk.steady_rate)} docs/s; 2/5 baseline B: bare Faust agent …")
     faust = bench_faust(ns, events)
     load["B"] = os.getloadavg()
-    say(f"  {_rate(faust.steady_rate)} events/s; 3/4 pipeline end to end …")
+    say(f"  {_rate(faust.steady_rate)} events/s; 3/5 pipeline end to end …")
     run = bench_pipeline(ns, events)
     children = run.children
     load["P"] = os.getloadavg()
-    say(f"  {_rate(run.searchable.steady_rate)} events/s; 4/4 latency at {args.rate:g}/s …")
+    say(f"  {_rate(run.searchable.steady_rate)} events/s; 4/5 latency at {args.rate:g}/s …")
     latency = bench_latency(ns, children, args.rate, args.latency_seconds)
     load["latency"] = os.getloadavg()
     expected = args.events + latency.produced
@@ -909,6 +931,11 @@ def measure(args: argparse.Namespace, ns: Namespace) -> BenchReport:
     rss = {child.name: child.peak_rss_kb() for child in children}
     for child in children:
         child.stop()
+    say("5/5 the worker alone, without and with detection …")
+    from pipeline.bench.worker_alone import bench_workers
+
+    workers = bench_workers(local, ns.tmp, events)
+    load["W"] = os.getloadavg()
     load["end"] = os.getloadavg()
     return BenchReport(
         events=args.events,
@@ -927,6 +954,7 @@ def measure(args: argparse.Namespace, ns: Namespace) -> BenchReport:
             "archived": (done.archived.last, expected),
         },
         versions=versions(ns.settings),
+        workers=workers,
     )
 
 
@@ -944,7 +972,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ns = make_namespace(local, tmp)
     ok = False
     try:
-        report = measure(args, ns)
+        report = measure(args, ns, local)
         ok = True
     finally:
         say("cleaning up the bench topics, groups and indices (the stack keeps running) …")

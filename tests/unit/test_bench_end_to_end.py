@@ -222,3 +222,16 @@ def test_bench_options_and_defaults() -> None:
     assert (args.events, args.rate, args.latency_seconds, args.json) == (20_000, 500.0, 20.0, False)
     args = parser.parse_args(["bench", "--events", "5", "--rate", "50", "--json"])
     assert (args.events, args.rate, args.json) == (5, 50.0, True)
+
+
+def test_worker_rows_give_detection_cost_per_event_between_the_variants():
+    from pipeline.bench.worker_alone import WorkerAlone, format_rows
+
+    off = WorkerAlone("without detection", Throughput(1000, 900, 0.45, 1.0), 100_000)
+    on = WorkerAlone("with detection", Throughput(1000, 900, 0.9, 1.5), 120_000)
+    assert (off.us_per_event, on.us_per_event) == (500.0, 1000.0)
+    rows = format_rows([off, on])
+    assert "2,000" in rows[1] and "500" in rows[1]
+    assert "1,000" in rows[2]
+    assert "detection costs +500 µs/event" in rows[3] and "throughput 0.50" in rows[3]
+    assert format_rows([]) == []

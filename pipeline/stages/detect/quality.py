@@ -21,9 +21,11 @@ and decoded as the worker does) beside the enrichment cost in the same run.
 ``python -m pipeline.stages.detect.quality`` prints the table of the full run:
 500 users at 0.3 events a simulated second (about 50 events per user a day;
 26,000 a day in all), 14 warm-up and 7 measured days, about 550,000 events.
-Detection costs about 100 µs an event in process (each event decodes and
-encodes its entity's whole JSON state value, as in the worker), so a full
-million would take minutes: the rate, not the warm-up, is what was cut.
+Detection costs 60-90 µs an event in process (each event encodes its entity's
+whole JSON state value, and decodes it when it is not cached, as in the
+worker), so a full million takes minutes: the rate, not the warm-up, is what
+was cut. ``auditstream bench --detect-state N`` runs it for N events on the
+worker's RocksDB tables and reports the state's size.
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ from typing import Any
 
 from pipeline.scenarios import Label, Scenario, inject, scenarios
 from pipeline.simulate import Simulator
-from pipeline.stages.dedupe import DictStore
+from pipeline.stages.dedupe import DictStore, Store
 from pipeline.stages.detect.base import EnrichedEventView
 from pipeline.stages.detect.rules import Rules
-from pipeline.stages.detect.stage import DetectStage
+from pipeline.stages.detect.stage import DetectStage, EntityCache
 from pipeline.stages.enrich.examples import write_examples
 from pipeline.stages.enrich.stage import EnrichStage
 
@@ -84,6 +86,7 @@ class QualityReport:
     users: int
     state_bytes: int
     entities: int
+    largest_value: int  # bytes of the largest state value
     misses: list[tuple[Scenario, Label]] = field(default_factory=list)
     false_samples: list[str] = field(default_factory=list)  # false alerts' summaries
     collateral_samples: list[str] = field(default_factory=list)
@@ -117,7 +120,8 @@ class QualityReport:
             f"{self.users} users; {self.normal_measured:,} normal events measured",
             f"detection {self.detect_us:.1f} µs/event, enrichment {self.enrich_us:.1f} µs/event "
             f"(in process); {self.elapsed_s:.1f} s in all",
-            f"state: {self.entities:,} entities, {self.state_bytes / 1e6:.1f} MB",
+            f"state: {self.entities:,} entities, {self.state_bytes / 1e6:.1f} MB of values, "
+            f"the largest {self.largest_value:,} bytes",
             f"goals (recall {RECALL_GOAL:g}, false alerts/M <= {FALSE_PER_MILLION_GOAL:g}): "
             + ("met" if self.meets_goals else "NOT met"),
         ]
@@ -142,10 +146,14 @@ def measure(
     every: timedelta = timedelta(hours=1),
     rules: Rules | None = None,
     start: datetime = START,
+    stores: tuple[Store, Store] | None = None,
+    cache_entities: int = 1024,
 ) -> QualityReport:
     """Run the traffic, the attacks, enrichment and detection; see the module docstring.
 
-    ``rate`` is normal events per simulated second, on average.
+    ``rate`` is normal events per simulated second, on average. ``stores`` hold
+    the users' and the addresses' states (dicts by default), each read through
+    an :class:`EntityCache` of ``cache_entities`` as in the worker (0: none).
     """
     simulator = Simulator(seed, users, service_accounts)
     attack_start = start + timedelta(days=warmup_days)
@@ -163,7 +171,8 @@ def measure(
     hits: set[tuple[int, Label]] = set()
     false_samples: list[str] = []
     collateral_samples: list[str] = []
-    stores = {id(detect.users): DictStore(), id(detect.ips): DictStore()}
+    users_store, ips_store = stores or (DictStore(), DictStore())
+    users_cache, ips_cache = (EntityCache(cache_entities) if cache_entities else None for _ in "ui")
     counts: Counter[str] = Counter()
     detect_s = enrich_s = 0.0
     attack_us = int((attack_start - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1e6)
@@ -179,10 +188,10 @@ def measure(
             view = EnrichedEventView.from_enriched({**context, "event": event})
             t1 = time.perf_counter()
             position = ("access-events", 0, offset)
-            alerts = detect.observe(detect.users, stores[id(detect.users)], view, position)
+            alerts = detect.observe(detect.users, users_store, view, position, users_cache)
             emitted = list(alerts.alerts)
             if detect.needs_by_ip(view):
-                by_ip = detect.observe(detect.ips, stores[id(detect.ips)], view, position)
+                by_ip = detect.observe(detect.ips, ips_store, view, position, ips_cache)
                 emitted += by_ip.alerts
             t2 = time.perf_counter()
             enrich_s += t1 - t0
@@ -215,7 +224,7 @@ def measure(
             else:
                 misses.append((scenario, label))
     events = sum(counts.values())
-    state = [v for store in stores.values() for v in store.data.values()]
+    state = [len(v) for store in (users_store, ips_store) for _, v in store.scan(None, 1 << 62)]
     return QualityReport(
         detectors=quality,
         events=events,
@@ -228,8 +237,9 @@ def measure(
         enrich_us=enrich_s / max(events, 1) * 1e6,
         elapsed_s=elapsed,
         users=users,
-        state_bytes=sum(len(v) for v in state),
+        state_bytes=sum(state),
         entities=len(state),
+        largest_value=max(state, default=0),
         misses=misses,
         false_samples=false_samples,
         collateral_samples=collateral_samples,
