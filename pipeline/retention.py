@@ -7,27 +7,31 @@ so retention is a matter of index names, done with core APIs on any OpenSearch:
 - an index is deleted only when its whole period ends at or before the cutoff
   (``now - retention days``) *and* its newest document is older than the cutoff,
   so no index that may hold an in-window document is ever deleted;
+- ``replay``'s restore indices (``<restore prefix>-<date>``, see
+  :func:`~pipeline.integrity.replay.restore_prefix`) hold events older than the
+  search retention by construction, so their window runs from the restore, not
+  from the events' time: one is deleted only when it was created, and its newest
+  document restored (``event.ingested``), before ``now - retention.restore_days``;
 - before a delete, the archive must already hold the index's documents
   (:func:`archive_holds`); otherwise the delete is refused and the command
   exits 1;
 - names that are not exactly ``<prefix>-<date>`` are never touched.
 
-``--ism`` installs the shipped Index State Management policies instead, for
-clusters that have the plugin (``deploy/opensearch/ism/``).
+``--archive`` then applies the archive's own retention
+(:mod:`pipeline.retention_archive`). ``--ism`` installs the shipped Index State
+Management policies instead, for clusters that have the plugin
+(:mod:`pipeline.retention_ism`, ``deploy/opensearch/ism/``).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import logging
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -35,19 +39,16 @@ from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_exc
 
 from pipeline.errors import AuditstreamError, ConfigError, TransportError
+from pipeline.integrity.replay import restore_prefix
+from pipeline.retention_archive import apply_archive
 from pipeline.settings import Settings
 from pipeline.sinks.archive import archive_head
-from pipeline.sinks.opensearch import make_client, templates_dir
+from pipeline.sinks.opensearch import make_client
 from pipeline.sinks.storage import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["events", "alerts"]
-ISM_DIR = "ism"
-ISM_POLICIES: dict[Kind, str] = {
-    "events": "audit-events.policy.json",
-    "alerts": "audit-alerts.policy.json",
-}
+Kind = Literal["events", "alerts", "restore"]
 _DATE_SUFFIX = r"(?P<y>\d{4})\.(?P<m>\d{2})(?:\.(?P<d>\d{2}))?"
 
 
@@ -121,14 +122,15 @@ def archive_holds(
     ranges per partition; the hash chains of ``pipeline.integrity`` can make
     this stronger here, in one place):
 
-    - events: every document names the raw input record it came from
-      (``auditstream.kafka.topic/partition/offset``); per partition the raw
-      archive's head must reach the highest such offset;
+    - events and restored events: every document names the raw input record it
+      came from (``auditstream.kafka.topic/partition/offset``); per partition the
+      raw archive's head must reach the highest such offset (records the
+      archive's own retention removed since were archived all the same);
     - alerts: per partition of the alerts topic, the archive must hold every
       record written before the index's newest ``event.ingested`` (looked up
       with Kafka's offsets-for-times).
     """
-    if period.kind == "events":
+    if period.kind in ("events", "restore"):
         return _events_archived(client, period.index, store)
     newest = _max(client, period.index, "event.ingested")
     if newest is None:
@@ -265,14 +267,20 @@ def _composite_max(client: OpenSearch, index: str) -> Iterator[dict[str, Any]]:
             return
 
 
-def list_indices(client: OpenSearch, prefix: str) -> list[str]:
+def list_indices(client: OpenSearch, prefix: str) -> dict[str, datetime]:
+    """The open indices ``<prefix>-*`` and when each was created, by name."""
     try:
         found = client.indices.get(index=f"{prefix}-*", params={"expand_wildcards": "open"})
     except os_exc.NotFoundError:
-        return []
+        return {}
     except os_exc.ConnectionError as exc:
         raise TransportError(f"OpenSearch: listing {prefix}-*: {exc}") from exc
-    return sorted(found)
+    return {
+        name: datetime.fromtimestamp(
+            int(found[name]["settings"]["index"]["creation_date"]) / 1000, UTC
+        )
+        for name in sorted(found)
+    }
 
 
 # -- the plan -------------------------------------------------------------------
@@ -319,7 +327,34 @@ def plan(
                 continue
             check = archive_holds(client, period, store, settings, kafka_offsets=kafka_offsets)
             decisions.append(Decision(period, "delete" if check.ok else "refuse", check.detail))
+    decisions += _plan_restore(client, settings, store, now)
     return sorted(decisions, key=lambda d: (d.period.kind, d.period.start))
+
+
+def _plan_restore(
+    client: OpenSearch, settings: Settings, store: ObjectStore, now: datetime
+) -> list[Decision]:
+    """The restore indices: kept ``restore_days`` after their creation and their last restore."""
+    prefix = restore_prefix(settings.opensearch.events_index_prefix)
+    days = settings.retention.restore_days
+    limit = cutoff(now, days)
+    decisions = []
+    for name, created in list_indices(client, prefix).items():
+        period = parse_index(name, prefix, "restore")
+        if period is None:
+            continue
+        if created >= limit:
+            reason = f"created {created.isoformat()}, window {days} d from the restore"
+            decisions.append(Decision(period, "keep", reason))
+            continue
+        newest = _max(client, name, "event.ingested")
+        if newest is not None and newest >= limit:
+            reason = f"a document was restored {newest.isoformat()}, window {days} d"
+            decisions.append(Decision(period, "keep", reason))
+            continue
+        check = archive_holds(client, period, store, settings)
+        decisions.append(Decision(period, "delete" if check.ok else "refuse", check.detail))
+    return decisions
 
 
 def _day(when: datetime) -> str:
@@ -355,7 +390,8 @@ def apply(
         f"{refused} refused (archive does not hold them), "
         f"{len(decisions) - deleted - refused} kept; cutoff events "
         f"{cutoff(now, settings.retention.events_days).isoformat()}, alerts "
-        f"{cutoff(now, settings.retention.alerts_days).isoformat()}"
+        f"{cutoff(now, settings.retention.alerts_days).isoformat()}, restores (by restore time) "
+        f"{cutoff(now, settings.retention.restore_days).isoformat()}"
     )
     return decisions
 
@@ -370,77 +406,6 @@ def _delete(client: OpenSearch, index: str) -> None:
     log.info("retention: deleted %s", index)
 
 
-# -- ISM -------------------------------------------------------------------------
-
-
-def ism_dir() -> Path:
-    return templates_dir() / ISM_DIR
-
-
-def load_ism_policy(kind: Kind) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((ism_dir() / ISM_POLICIES[kind]).read_text())
-    return loaded
-
-
-def render_ism_policy(
-    policy: dict[str, Any], prefix: str, days: int, period_days: int
-) -> dict[str, Any]:
-    """The shipped policy for ``<prefix>-*``, deleting ``days`` plus one period after creation.
-
-    ISM can only age an index from its creation date, not from the date in its
-    name, and an index may be created up to a period before its last instant
-    (and a little earlier with clock skew): waiting a whole period plus a day
-    longer than the retention guarantees it is never deleted early.
-    """
-    body = copy.deepcopy(policy)
-    inner = body["policy"]
-    inner["ism_template"] = [{"index_patterns": [f"{prefix}-*"], "priority": 100 + len(prefix)}]
-    for state in inner["states"]:
-        for transition in state.get("transitions", []):
-            if "min_index_age" in transition.get("conditions", {}):
-                transition["conditions"]["min_index_age"] = f"{days + period_days + 1}d"
-    return body
-
-
-def install_ism(client: OpenSearch, settings: Settings) -> list[str]:
-    """PUT both ISM policies (update in place when present); returns the policy ids."""
-    installed = []
-    events_period = 1 if settings.opensearch.index_granularity == "day" else 31
-    for kind, prefix, days, period in (
-        (
-            "events",
-            settings.opensearch.events_index_prefix,
-            settings.retention.events_days,
-            events_period,
-        ),
-        ("alerts", settings.opensearch.alerts_index_prefix, settings.retention.alerts_days, 31),
-    ):
-        body = render_ism_policy(load_ism_policy(kind), prefix, days, period)  # type: ignore[arg-type]
-        policy_id = f"{prefix}-retention"
-        path = f"/_plugins/_ism/policies/{policy_id}"
-        params: dict[str, Any] = {}
-        try:
-            try:
-                current = client.transport.perform_request("GET", path)
-                params = {
-                    "if_seq_no": current["_seq_no"],
-                    "if_primary_term": current["_primary_term"],
-                }
-            except os_exc.NotFoundError:
-                pass  # a new policy
-            client.transport.perform_request("PUT", path, params=params, body=body)
-        except os_exc.ConnectionError as exc:
-            raise TransportError(f"OpenSearch at {settings.opensearch.url}: {exc}") from exc
-        except os_exc.TransportError as exc:
-            raise RetentionError(
-                f"OpenSearch at {settings.opensearch.url} did not take ISM policy {policy_id} "
-                f"({exc.status_code} {exc.error}); is the Index State Management plugin "
-                "installed? Without it, run `auditstream retention apply` on a schedule"
-            ) from exc
-        installed.append(policy_id)
-    return installed
-
-
 # -- the command ------------------------------------------------------------------
 
 
@@ -448,8 +413,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "retention",
         help="delete indices whose whole period lies outside retention",
-        description="Apply the retention policy (settings: retention.events_days, alerts_days) "
-        "with core OpenSearch APIs, or install the equivalent ISM policy.",
+        description="Apply the retention policy (settings: retention.events_days, alerts_days, "
+        "restore_days, archive_days) with core OpenSearch APIs, or install the equivalent ISM "
+        "policy.",
     )
     which = parser.add_subparsers(dest="retention_command", metavar="ACTION", required=True)
     apply_parser = which.add_parser(
@@ -459,6 +425,12 @@ def register(subparsers: Any) -> None:
         "retention window, after checking the archive holds its documents.",
     )
     apply_parser.add_argument("--dry-run", action="store_true", help="print, change nothing")
+    apply_parser.add_argument(
+        "--archive",
+        action="store_true",
+        help="also remove the oldest archive objects whose lock and policy have both expired "
+        "(recording each chain's new retention horizon first)",
+    )
     apply_parser.add_argument(
         "--ism",
         action="store_true",
@@ -480,12 +452,28 @@ def _parse_now(value: str) -> datetime:
 
 def run_apply(args: argparse.Namespace, settings: Settings) -> int:
     client = make_client(settings.opensearch)
+    archive = getattr(args, "archive", False)
     if args.ism:
-        if args.dry_run:
-            raise ConfigError("--ism installs policies; it has no dry run")
+        if args.dry_run or archive:
+            raise ConfigError(
+                "--ism installs index policies; it has no dry run and no archive part: run "
+                "`retention apply --archive` on a schedule for the archive"
+            )
+        from pipeline.retention_ism import install_ism
+
         for policy_id in install_ism(client, settings):
             print(f"installed ISM policy {policy_id}")
         return 0
     now = args.now or datetime.now(UTC)
-    decisions = apply(client, settings, open_store(settings.archive), now, dry_run=args.dry_run)
-    return 1 if any(d.action == "refuse" for d in decisions) else 0
+    if archive and not args.dry_run and now > datetime.now(UTC):
+        raise ConfigError(
+            f"--now {now.isoformat()} is in the future: archive retention records when it ran "
+            "in each horizon, so it may only look ahead with --dry-run"
+        )
+    store = open_store(settings.archive)
+    decisions = apply(client, settings, store, now, dry_run=args.dry_run)
+    refused = any(d.action == "refuse" for d in decisions)
+    if archive:
+        trimmed = apply_archive(store, settings.archive_policy_days, now, dry_run=args.dry_run)
+        refused = refused or bool(trimmed.refused)
+    return 1 if refused else 0

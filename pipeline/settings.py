@@ -196,8 +196,15 @@ class DetectSettings(_Section):
 
 
 class RetentionSettings(_Section):
+    """How long each tier keeps data (DESIGN, Indices and retention)."""
+
     events_days: int = Field(90, ge=1)
     alerts_days: int = Field(400, ge=1)
+    # `replay`'s audit-restore-* indices: kept this long after their last restore
+    restore_days: int = Field(30, ge=1)
+    # archive objects go once their newest record is this old and their lock has passed;
+    # None: archive.lock_days
+    archive_days: int | None = Field(None, ge=1)
 
 
 class DashboardsSettings(_Section):
@@ -291,6 +298,11 @@ class Settings(BaseSettings):
     integrity: IntegritySettings = IntegritySettings()
     stack: StackSettings = StackSettings()
 
+    @property
+    def archive_policy_days(self) -> int:
+        """How old an archive object's newest record must be before retention removes it."""
+        return self.retention.archive_days or self.archive.lock_days
+
     @model_validator(mode="after")
     def _archive_outlives_indices(self) -> Settings:
         longest = max(self.retention.events_days, self.retention.alerts_days)
@@ -298,6 +310,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"archive.lock_days ({self.archive.lock_days}) is shorter than the longest "
                 f"index retention ({longest} days); the archive must outlive every index"
+            )
+        if self.archive_policy_days < longest:
+            raise ValueError(
+                f"retention.archive_days ({self.archive_policy_days}) is shorter than the longest "
+                f"index retention ({longest} days); the archive must outlive every index: "
+                "raise it or leave it unset (it then follows archive.lock_days)"
             )
         return self
 

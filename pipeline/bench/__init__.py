@@ -6,7 +6,8 @@ modes measure one part each, in-process or on the stack:
 
 - ``--dedupe-ids N``: the dedupe store's memory and cost with N distinct ids (``dedupe``);
 - ``--stage-costs N``: µs/event of each worker stage (``dedupe``);
-- ``--detect-state N``: detection's state size, quality and cost after N events (``detect_state``).
+- ``--detect-state N``: detection's state size, quality and cost after N events (``detect_state``);
+- ``--archive N``: archive and verify N records in-process (``archive``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from pipeline.settings import Settings
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.archive is not None:
+        from pipeline.bench import archive
+
+        return archive.run(args, settings)
     if args.detect_state is not None:
         from pipeline.bench import detect_state
 
@@ -69,5 +74,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="N",
         help="instead: detection's table size, quality and cost after about N simulated events",
+    )
+    parser.add_argument(
+        "--archive",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: archive N simulated records through the archive sink (deflate, "
+        "zstandard) and verify them, in-process, beside bare fastavro and SHA-256",
+    )
+    parser.add_argument(
+        "--archive-store",
+        choices=["filesystem", "s3"],
+        default="filesystem",
+        help="with --archive: a temporary directory (default) or a new bucket on the S3 "
+        "endpoint of the settings or the running local stack",
+    )
+    parser.add_argument(
+        "--archive-batch",
+        type=int,
+        default=None,
+        metavar="R",
+        help="with --archive: records per object (default sink.archive_max_records)",
     )
     parser.set_defaults(func=run)

@@ -16,6 +16,9 @@ object's bytes and the previous entry: two sinks that race on a partition
 write identical entries, so whichever claims the key first, the chain is the
 same. The first entry of a chain starts at offset 0, or records the offset at
 which archiving began (``horizon``: Kafka had already deleted what came before).
+Archive retention later removes the oldest entries (and their objects) only as
+a contiguous prefix, after recording where the chain then starts as a retention
+horizon (:mod:`pipeline.integrity.horizon`); the newest entry always stays.
 
 Timestamps are the Kafka record timestamps (ms): the raw archive holds bytes
 whose event time is not known without decoding them.
@@ -44,7 +47,7 @@ log = logging.getLogger(__name__)
 CHAIN_PREFIX = "_chain/"
 ENTRY_VERSION = 1
 #: top-level prefixes that hold integrity metadata, not archived topics
-RESERVED_PREFIXES = ("_chain/", "_digest/")
+RESERVED_PREFIXES = ("_chain/", "_digest/", "_horizon/")
 
 
 def sha256_hex(data: bytes) -> str:

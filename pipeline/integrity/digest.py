@@ -7,6 +7,8 @@ conditional create (and locked, on S3)::
                 {"entry": "_chain/access-events/00003/…json", "entry_sha256": "…",
                  "last_offset": 1499, "last_timestamp": 1700000004000,
                  "partition": 3, "topic": "access-events"}, …],
+              "horizons": [{"first_offset": 12000, "key": "_horizon/access-events/00003/…json",
+                            "partition": 3, "sha256": "…", "topic": "access-events"}, …],
               "interval_s": 3600, "key_id": "…", "previous_digest": "_digest/…json",
               "previous_signature": "<base64>", "public_key": "<base64 raw Ed25519>",
               "version": 1},
@@ -16,6 +18,11 @@ Each digest carries its key id and public key (keys rotate; the auditor
 decides which keys to trust, by key file or fingerprint) and the previous
 digest's signature, so deleting or altering any digest breaks the chain of
 digests.
+
+``horizons`` (absent in digests written before archive retention existed) lists
+each chain's newest retention horizon (:mod:`pipeline.integrity.horizon`), so a
+horizon cannot be altered or removed after a digest signed it. Digests are never
+removed by retention: they are small, and each chains to the one before.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.integrity import keys
 from pipeline.integrity.chain import CHAIN_PREFIX, ChainEntry, canonical_json, sha256_hex
+from pipeline.integrity.horizon import current_horizons
 from pipeline.sinks.storage import ObjectStore
 
 DIGEST_PREFIX = "_digest/"
@@ -85,6 +93,8 @@ class Digest:
                 body[field]
             if not isinstance(body["heads"], list):
                 raise ValueError("heads is not a list")
+            if not isinstance(body.get("horizons", []), list):
+                raise ValueError("horizons is not a list")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise ValueError(f"malformed digest: {exc}") from None
         return cls(key=key, body=body, signature=signature)
@@ -132,6 +142,7 @@ class DigestSigner:
         when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         previous = self._previous()
         heads = chain_heads(self.store)
+        horizons = current_horizons(self.store)
         public = self.key.public_key()
         while True:
             body: dict[str, Any] = {
@@ -145,6 +156,7 @@ class DigestSigner:
                     base64.b64encode(previous.signature).decode() if previous else None
                 ),
                 "heads": heads,
+                "horizons": horizons,
             }
             signature = self.key.sign(canonical_json(body))
             key = digest_key(when)

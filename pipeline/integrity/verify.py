@@ -15,6 +15,12 @@ holds now. Each problem is named precisely (``Problem.kind``):
                             the one a digest signed
 ``deleted_newest_object``   a signed chain head is gone: the newest objects were deleted
 ``bad_chain_start``         a chain starts after offset 0 with no recorded horizon
+``horizon_mismatch``        the first entry kept at a retention horizon does not link to the
+                            entry the horizon says was removed last
+``altered_horizon``         a retention horizon is unreadable, does not link to the one
+                            before it, or differs from (or lost) the one a digest signed
+``early_removal``           a horizon removed a chain head a digest signed with a record
+                            younger than the horizon's policy
 ``missing_digest``          a digest's predecessor is missing
 ``altered_digest``          a digest is malformed or its signature does not verify
 ``wrong_key``               a digest is signed by a key the auditor did not name
@@ -24,7 +30,10 @@ holds now. Each problem is named precisely (``Problem.kind``):
 
 Information, not problems: objects not yet covered by a digest, an object not
 yet chained (a sink between writing it and its entry), broker-skipped offsets,
-chains starting at a retention horizon.
+chains starting at a retention horizon (:mod:`pipeline.integrity.horizon`), horizons
+not yet covered by a digest, entries below a horizon that retention has not finished
+removing, and, given the derived topics, records repeated there by at-least-once
+processing (:mod:`pipeline.integrity.repeats`).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import binascii
 import itertools
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +59,17 @@ from pipeline.integrity.chain import (
     sha256_hex,
 )
 from pipeline.integrity.digest import Digest, list_digests
+from pipeline.integrity.horizon import (
+    HORIZON_PREFIX,
+    StoredHorizon,
+    below,
+    check_digests,
+    missing_start,
+    read_horizons,
+    start_problem,
+)
+from pipeline.integrity.repeats import DerivedKind, DerivedRepeats
+from pipeline.schemas import SchemaStore, default_store
 from pipeline.sinks.archive import ObjectInfo, read_info
 from pipeline.sinks.storage import ObjectNotFound, ObjectStore
 
@@ -79,8 +100,12 @@ class VerifyReport:
     records: int = 0
     skipped_offsets: int = 0
     horizons: dict[str, int] = field(default_factory=dict)
+    retention_horizons: dict[str, str] = field(default_factory=dict)  # chain -> its record
+    uncovered_horizons: int = 0
+    removal_in_progress: int = 0  # entries still below a horizon (an interrupted retention)
     uncovered_objects: int = 0
     pending_objects: list[str] = field(default_factory=list)
+    repeats: DerivedRepeats = field(default_factory=DerivedRepeats)  # in derived topics
     problems: list[Problem] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -96,11 +121,14 @@ class VerifyReport:
         return {p.kind for p in self.problems}
 
     def summary(self) -> str:
-        return (
+        line = (
             f"{self.digests_valid:,}/{self.digests_total:,} digests valid, "
             f"{self.objects_valid:,}/{self.objects_total:,} objects valid, "
             f"{self.gaps:,} gap{'s' if self.gaps != 1 else ''}"
         )
+        if self.repeats.total:  # information, not a problem
+            line += f"; {self.repeats.total:,} repeated derived record(s), not a problem"
+        return line
 
     def text(self) -> str:
         lines = [self.summary()]
@@ -114,7 +142,18 @@ class VerifyReport:
         for key in self.pending_objects:
             info.append(f"{key} not yet chained (a sink may be writing its entry)")
         for chain, horizon in sorted(self.horizons.items()):
-            info.append(f"{chain} starts at its retention horizon, offset {horizon:,}")
+            recorded = self.retention_horizons.get(chain) or f"offset {horizon:,}"
+            info.append(f"{chain} starts at its retention horizon, {recorded}")
+        if self.uncovered_horizons:
+            info.append(
+                f"{self.uncovered_horizons:,} retention horizons not yet covered by a digest"
+            )
+        if self.removal_in_progress:
+            info.append(
+                f"{self.removal_in_progress:,} entries below a retention horizon not yet removed "
+                "(an interrupted `retention apply --archive`; the next run completes it)"
+            )
+        info += self.repeats.lines()
         lines += [f"  info: {line}" for line in info]
         lines.append("OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)")
         return "\n".join(lines)
@@ -136,6 +175,12 @@ class VerifyReport:
             "records": self.records,
             "skipped_offsets": self.skipped_offsets,
             "horizons": self.horizons,
+            "retention_horizons": {
+                "records": self.retention_horizons,
+                "uncovered": self.uncovered_horizons,
+                "removal_in_progress": self.removal_in_progress,
+            },
+            "repeats": self.repeats.to_json(),
             "problems": [asdict(p) for p in self.problems],
             "seconds": round(self.seconds, 3),
         }
@@ -161,6 +206,8 @@ class _Chain:
     partition: int
     entries: list[str] = field(default_factory=list)
     objects: list[str] = field(default_factory=list)
+    horizon_keys: list[str] = field(default_factory=list)
+    horizons: list[StoredHorizon] = field(default_factory=list)  # read before the walk
 
 
 def _in_window(first_ms: int, last_ms: int, start: datetime | None, end: datetime | None) -> bool:
@@ -176,19 +223,33 @@ def verify_archive(
     start: datetime | None = None,
     end: datetime | None = None,
     now: datetime | None = None,
+    derived: Mapping[str, DerivedKind] | None = None,
+    schemas: SchemaStore | None = None,
 ) -> VerifyReport:
-    """Verify ``store``; objects and digests outside ``[start, end]`` are walked, not hashed."""
+    """Verify ``store``; objects and digests outside ``[start, end]`` are walked, not hashed.
+
+    ``derived`` (topic → kind, see :func:`~pipeline.integrity.repeats.derived_topics`)
+    names the derived topics whose repeated records are counted, decoded with ``schemas``.
+    """
     began = time.monotonic()
     report = VerifyReport()
+    if derived:
+        report.repeats = DerivedRepeats.for_topics(derived, schemas or default_store())
     now = now or datetime.now(UTC)
     chains = _collect(store)
     heads: dict[tuple[str, int], tuple[str, str, int]] = {}  # newest entry key, hash, last offset
     entry_hashes: dict[str, str] = {}
     for chain in chains.values():
+        chain.horizons = read_horizons(
+            store, chain.horizon_keys, chain.topic, chain.partition, report.add
+        )
         _walk_chain(store, chain, report, start, end, heads, entry_hashes)
     report.partitions = len(chains)
     digests = _check_digests(store, trusted, report, start, end, now)
     _check_coverage(digests, chains, heads, entry_hashes, report)
+    report.uncovered_horizons = check_digests(
+        digests, {tp: c.horizons for tp, c in chains.items()}, now, report.add
+    )
     report.seconds = time.monotonic() - began
     return report
 
@@ -209,6 +270,10 @@ def _collect(store: ObjectStore) -> dict[tuple[str, int], _Chain]:
             found = chain(parts[1], parts[2])
             if found is not None:
                 found.entries.append(key)
+        elif key.startswith(HORIZON_PREFIX) and len(parts) == 4 and key.endswith(".json"):
+            found = chain(parts[1], parts[2])
+            if found is not None:
+                found.horizon_keys.append(key)
         elif not key.startswith(RESERVED_PREFIXES) and len(parts) == 3 and key.endswith(".avro"):
             found = chain(parts[0], parts[1])
             if found is not None:
@@ -226,6 +291,7 @@ def _walk_chain(
     entry_hashes: dict[str, str],
 ) -> None:
     name = f"{chain.topic}[{chain.partition}]"
+    current = chain.horizons[-1] if chain.horizons else None  # the chain starts there
     objects = set(chain.objects)
     described: set[str] = set()
     prev: ChainEntry | None = None
@@ -253,6 +319,8 @@ def _walk_chain(
                 f"this position holds the entry of {entry.key} (offsets "
                 f"{entry.first_offset:,}-{entry.last_offset:,}): entries were moved or swapped",
             )
+        elif index == 0 and current is not None:
+            pass  # checked against its retention horizon below
         elif index == 0:
             if entry.prev is not None:
                 report.add(
@@ -294,11 +362,27 @@ def _walk_chain(
                 f"overlaps the entry before it (starts at {entry.first_offset:,}, the previous "
                 f"ends at {prev.last_offset:,})",
             )
+        if current is not None and (index == 0 or entry.first_offset == current.first_offset):
+            problem = start_problem(entry, index == 0, current, name)
+            if problem is not None:
+                report.add(*problem)
+                report.gaps += problem[0] == "deleted_object"
         prev, prev_hash = entry, digest
         last_offset = max(last_offset, entry.last_offset)
         report.records += entry.count
         report.skipped_offsets += entry.skipped_offsets
+        if below(chain.horizons, entry.last_offset):
+            report.removal_in_progress += 1  # retention removes each object before its entry
+            if entry.key not in objects:
+                continue
         _check_object(store, entry, objects, report, start, end)
+    if current is not None:
+        missing = missing_start(chain.entries, current, name)
+        if missing is not None:
+            report.add("horizon_mismatch", current.key, missing)
+        else:
+            report.horizons[name] = current.first_offset
+            report.retention_horizons[name] = current.describe()
     if prev_hash is not None and chain.entries:
         heads[(chain.topic, chain.partition)] = (chain.entries[-1], prev_hash, last_offset)
     _check_unchained(chain, described, last_offset, report)
@@ -347,6 +431,7 @@ def _check_object(
         report.add("modified_object", entry.key, "its header disagrees with its chain entry")
         return
     report.objects_valid += 1
+    report.repeats.add(entry.topic, data)
 
 
 def _check_unchained(
@@ -532,8 +617,10 @@ def _check_coverage(
             newest = tp not in covered
             covered[tp] = max(covered[tp], int(head["last_offset"]))
             now_hash = entry_hashes.get(signed_key)
-            if now_hash == signed_hash or (now_hash is None and not newest):
-                continue  # older heads that are gone show up as gaps in the chain walk
+            removed = tp in chains and below(chains[tp].horizons, int(head["last_offset"]))
+            if now_hash == signed_hash or (now_hash is None and (not newest or removed)):
+                continue  # older heads that are gone show up as gaps in the chain walk; heads
+                # below a retention horizon were removed by it (checked by check_digests)
             if now_hash is not None:
                 report.add(
                     "altered_entry",

@@ -14,8 +14,9 @@ it came), under the key ``<topic>/<partition:05d>/<first offset:020d>.avro``.
 - An object's offset range starts right after the previous object's end, so
   the ranges are contiguous; offsets the broker skipped inside a range
   (transaction markers, aborted records) are counted in ``skipped_offsets``.
-- The same records always give the same bytes: deflate, a fixed block size,
-  a sync marker derived from the key, metadata in a fixed order.
+- The same records always give the same bytes: one codec at a fixed level
+  (deflate; zstandard can be chosen), a fixed block size, a sync marker derived
+  from the key, metadata in a fixed order.
 
 - Each object's SHA-256 then enters its partition's hash chain
   (:mod:`pipeline.integrity.chain`): an entry object claimed the same way. The
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 RAW_RECORD_FILE = "raw_record.v1.avsc"
 FORMAT = "raw_record.v1"
 CODEC = "deflate"
+#: the codecs an archive object may use, each at a fixed level (same records, same bytes)
+CODEC_LEVELS = {"deflate": 6, "zstandard": 3}
 SYNC_INTERVAL = 64 * 1024
 HEADER_PROBE_BYTES = 64 * 1024
 _META = "auditstream."
@@ -136,14 +139,19 @@ def to_raw(record: Record) -> dict[str, Any]:
 
 
 def encode_object(
-    records: Sequence[Record], first_offset: int, schema: dict[str, Any] | None = None
+    records: Sequence[Record],
+    first_offset: int,
+    schema: dict[str, Any] | None = None,
+    codec: str = CODEC,
 ) -> tuple[bytes, ObjectInfo]:
     """The container file for ``records`` of one partition, whose range starts at ``first_offset``.
 
-    Deterministic: the same records and start give the same bytes.
+    Deterministic: the same records, start and codec give the same bytes.
     """
     if not records:
         raise ValueError("an archive object holds at least one record")
+    if codec not in CODEC_LEVELS:
+        raise ValueError(f"archive codec {codec!r} is not one of {', '.join(CODEC_LEVELS)}")
     head = records[0]
     last = records[-1].offset
     if head.offset < first_offset or any(
@@ -168,11 +176,11 @@ def encode_object(
         buf,
         schema or raw_record_schema(),
         (to_raw(r) for r in records),
-        codec=CODEC,
+        codec=codec,
         sync_interval=SYNC_INTERVAL,
         metadata=info.metadata(),
         sync_marker=sync_marker(key),
-        codec_compression_level=6,
+        codec_compression_level=CODEC_LEVELS[codec],
     )
     return buf.getvalue(), info
 
@@ -229,9 +237,14 @@ class ArchiveSink(Sink):
     name = "archive"
     uncommitted_start = "earliest"
 
-    def __init__(self, store: ObjectStore, schema: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, store: ObjectStore, schema: dict[str, Any] | None = None, codec: str = CODEC
+    ) -> None:
+        if codec not in CODEC_LEVELS:
+            raise ValueError(f"archive codec {codec!r} is not one of {', '.join(CODEC_LEVELS)}")
         self.store = store
         self.schema = schema or raw_record_schema()
+        self.codec = codec
         self._next: dict[TP, int] = {}  # archive head + 1 per partition, when known
         self._chain: dict[TP, ChainHead] = {}  # the chain head per partition, when known
         self._adopted: dict[TP, int] = {}  # continue here after this batch (adoptions)
@@ -288,7 +301,7 @@ class ArchiveSink(Sink):
                 records = records[len(stale) :]
                 continue
             start = expected if expected is not None else records[0].offset
-            data, info = encode_object(records, start, self.schema)
+            data, info = encode_object(records, start, self.schema, self.codec)
             if self.store.put_if_absent(info.key, data):
                 self._chain[tp] = append_entry(self.store, data, info, self._chain.get(tp))
                 telemetry.ARCHIVE_OBJECTS.labels(topic=tp[0]).inc()

@@ -43,10 +43,31 @@ class PipelineProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(30)
 
+    def pause(self) -> None:
+        """SIGSTOP: every thread halts where it is; its group session runs out meanwhile."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: go on from wherever it was stopped."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def paused(self) -> bool:
+        """Whether the process is stopped (by SIGSTOP, its own included)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
+
     def stop(self, timeout: float = 30) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(signal.SIGCONT)  # a stopped process handles SIGTERM only then
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

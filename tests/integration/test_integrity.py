@@ -57,15 +57,18 @@ _SINK = (
 class ArchiveProcess(PipelineProcess):
     """``auditstream sink archive`` in its own process (without the CLI's other commands)."""
 
-    def __init__(self, settings: Settings, *, log_dir: Path, name: str, instance: str) -> None:
+    def __init__(
+        self, settings: Settings, *, log_dir: Path, name: str, instance: str, script: str = _SINK
+    ) -> None:
         super().__init__(settings, log_dir=log_dir, name=name)
         self.instance = instance
+        self.script = script
 
     def start(self, **env_overrides: str) -> ArchiveProcess:
         env = {**os.environ, **to_env(self.settings), **env_overrides}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SINK, self.instance],
+            [sys.executable, "-c", self.script, self.instance],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pipeline import ecs
+from pipeline.integrity.replay import install_restore_template, restore_prefix
 from pipeline.retention import run_apply
 from pipeline.settings import Settings
 from pipeline.sinks.archive import encode_object
 from pipeline.sinks.base import Record
+from pipeline.sinks.opensearch import make_client
 from pipeline.sinks.storage import open_store
 from tests.integration.search_docs import alert_doc, event_doc, index_docs, utc, with_prefixes
 
@@ -108,3 +111,56 @@ def test_retention_deletes_exactly_the_expired_archived_indices(
     later = NOW + timedelta(hours=1)
     assert run_apply(argparse.Namespace(dry_run=False, ism=False, now=later), settings) == 0
     assert indices() == before - expired - {f"{ev}-2025.03.12"}
+
+
+def test_restore_indices_are_deleted_a_window_after_their_last_restore(
+    pipeline_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``replay``'s old events live ``retention.restore_days`` (default 30) after the restore."""
+    settings = with_prefixes(pipeline_settings)
+    assert settings.retention.restore_days == 30
+    restore = restore_prefix(settings.opensearch.events_index_prefix)
+    client = make_client(settings.opensearch)
+    install_restore_template(client, settings.opensearch, restore)
+    now = datetime.now(UTC) + timedelta(days=100)  # the indices were created 100 days ago
+    restored = {  # index: (partition, restored days before now)
+        f"{restore}-2024.01.05": (0, 40),  # restored 40 days ago: deleted
+        f"{restore}-2024.01.06": (1, 10),  # restored 10 days ago: kept
+        f"{restore}-2024.01.07": (2, 40),  # expired, but the raw archive stops short: refused
+    }
+    body = []
+    for index, (partition, days) in restored.items():
+        occurred = datetime.strptime(index[-10:], "%Y.%m.%d").replace(tzinfo=UTC)
+        for offset in range(3):
+            _, doc_id, doc = event_doc(
+                settings, occurred_at=occurred, partition=partition, offset=10 + offset
+            )
+            doc["event"]["ingested"] = ecs.iso(now - timedelta(days=days, minutes=offset))
+            body += [{"create": {"_index": index, "_id": doc_id}}, doc]
+    assert not client.bulk(body=body, refresh=True)["errors"]
+    _archive_raw(settings, 0, 12)
+    _archive_raw(settings, 1, 12)
+    _archive_raw(settings, 2, 11)
+
+    def indices() -> set[str]:
+        return set(client.indices.get(index=f"{restore}-*"))
+
+    args = argparse.Namespace(dry_run=False, ism=False, archive=False, now=datetime.now(UTC))
+    assert run_apply(args, settings) == 0  # just created: kept, whatever their dates
+    out = capsys.readouterr().out
+    assert indices() == set(restored)
+    assert out.count("window 30 d from the restore") == 3
+
+    args = argparse.Namespace(dry_run=True, ism=False, archive=False, now=now)
+    assert run_apply(args, settings) == 1
+    assert indices() == set(restored)
+    out = capsys.readouterr().out
+    assert f"would delete {restore}-2024.01.05 (restore " in out
+    assert f"keep {restore}-2024.01.06" in out and "a document was restored" in out
+    assert f"REFUSED delete of {restore}-2024.01.07" in out
+    assert "needs offset 12, archive holds up to offset 11" in out
+
+    args = argparse.Namespace(dry_run=False, ism=False, archive=False, now=now)
+    assert run_apply(args, settings) == 1
+    assert indices() == set(restored) - {f"{restore}-2024.01.05"}
+    assert f"deleted {restore}-2024.01.05 " in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Retention without services: index periods, the window, the archive check, the ISM policy."""
+"""Retention without services: index periods, the window, the archive check, the ISM policies."""
 
 from __future__ import annotations
 
@@ -11,15 +11,8 @@ import pytest
 from opensearchpy import exceptions as os_exc
 
 from pipeline import retention
-from pipeline.retention import (
-    IndexPeriod,
-    RetentionError,
-    install_ism,
-    load_ism_policy,
-    parse_index,
-    period_expired,
-    render_ism_policy,
-)
+from pipeline.retention import IndexPeriod, RetentionError, parse_index, period_expired
+from pipeline.retention_ism import install_ism, load_ism_policy, render_ism_policy
 from pipeline.settings import Settings
 from pipeline.sinks.archive import encode_object
 from pipeline.sinks.base import Record
@@ -95,7 +88,7 @@ def test_alerts_are_archived_when_every_needed_offset_is_below_the_archive_head(
 # -- ISM ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["events", "alerts"])
+@pytest.mark.parametrize("kind", ["events", "alerts", "restore"])
 def test_shipped_ism_policies_delete_after_a_delay_and_nothing_else(kind: Any) -> None:
     policy = load_ism_policy(kind)["policy"]
     assert set(policy) <= {"description", "default_state", "states", "ism_template"}
@@ -121,6 +114,9 @@ def test_rendered_ism_policy_never_deletes_before_the_name_based_rule() -> None:
     assert ages == ["92d"]
     alerts = render_ism_policy(load_ism_policy("alerts"), "audit-alerts", 400, 31)
     assert alerts["policy"]["states"][0]["transitions"][0]["conditions"]["min_index_age"] == "432d"
+    # restore indices age from the restore, which is their creation: no index period to wait
+    restore = render_ism_policy(load_ism_policy("restore"), "audit-restore", 30, 0)
+    assert restore["policy"]["states"][0]["transitions"][0]["conditions"]["min_index_age"] == "31d"
 
 
 class _Transport:
@@ -147,17 +143,24 @@ class _Client:
         self.transport = transport
 
 
-def test_install_ism_puts_both_policies_and_updates_in_place() -> None:
+def test_install_ism_puts_every_policy_and_updates_in_place() -> None:
     settings = Settings()
     transport = _Transport(existing=True)
     ids = install_ism(_Client(transport), settings)  # type: ignore[arg-type]
-    assert ids == ["audit-events-retention", "audit-alerts-retention"]
+    assert ids == ["audit-events-retention", "audit-alerts-retention", "audit-restore-retention"]
     puts = [c for c in transport.calls if c[0] == "PUT"]
     assert [p[1] for p in puts] == [f"/_plugins/_ism/policies/{i}" for i in ids]
     assert puts[0][2] == {"if_seq_no": 7, "if_primary_term": 2}
     fresh = _Transport(existing=False)
     install_ism(_Client(fresh), settings)  # type: ignore[arg-type]
-    assert [c[2] for c in fresh.calls if c[0] == "PUT"] == [{}, {}]
+    assert [c[2] for c in fresh.calls if c[0] == "PUT"] == [{}, {}, {}]
+    restore = next(
+        c[3] for c in fresh.calls if c[0] == "PUT" and c[1].endswith("audit-restore-retention")
+    )
+    assert restore["policy"]["ism_template"][0]["index_patterns"] == ["audit-restore-*"]
+    assert restore["policy"]["states"][0]["transitions"][0]["conditions"] == {
+        "min_index_age": "31d"
+    }
 
 
 def test_install_ism_without_the_plugin_says_what_to_do() -> None:
@@ -170,3 +173,5 @@ def test_retention_apply_is_a_cli_command() -> None:
     retention.register(parser.add_subparsers())
     args = parser.parse_args(["retention", "apply", "--dry-run", "--now", "2025-06-15T12:00:00Z"])
     assert args.func is retention.run_apply and args.dry_run and args.now == NOW
+    assert not args.archive
+    assert parser.parse_args(["retention", "apply", "--archive"]).archive

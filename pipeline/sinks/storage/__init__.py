@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from pipeline.sinks.storage.base import ObjectNotFound, ObjectStore, check_key
+from pipeline.sinks.storage.base import ObjectLocked, ObjectNotFound, ObjectStore, check_key
 from pipeline.sinks.storage.filesystem import FilesystemStore
 
 if TYPE_CHECKING:
     from pipeline.settings import ArchiveSettings
 
-__all__ = ["FilesystemStore", "ObjectNotFound", "ObjectStore", "check_key", "open_store"]
+__all__ = [
+    "FilesystemStore",
+    "ObjectLocked",
+    "ObjectNotFound",
+    "ObjectStore",
+    "check_key",
+    "open_store",
+]
 
 
 def open_store(archive: ArchiveSettings) -> ObjectStore:
@@ -19,4 +27,4 @@ def open_store(archive: ArchiveSettings) -> ObjectStore:
         from pipeline.sinks.storage.s3 import S3Store
 
         return S3Store.from_settings(archive)
-    return FilesystemStore(archive.path)
+    return FilesystemStore(archive.path, lock_period=timedelta(days=archive.lock_days))

@@ -6,6 +6,11 @@ fsyncs it, makes it read-only (0444), then hard-links it to the final name:
 readers never see a partial object. The directory is fsynced so the name
 survives a crash. Read-only files only stop accidents and honest mistakes; S3
 Object Lock is the production mode (DESIGN, Integrity).
+
+The lock of a file is its recorded write time (its modification time, which
+the pipeline never changes after the write) plus ``lock_period``
+(``archive.lock_days``): :meth:`FilesystemStore.delete` refuses a file before
+then, as S3 refuses a locked version. Without a lock period nothing is locked.
 """
 
 from __future__ import annotations
@@ -14,18 +19,20 @@ import contextlib
 import errno
 import os
 import secrets
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pipeline.errors import TransportError
-from pipeline.sinks.storage.base import ObjectNotFound, ObjectStore, check_key
+from pipeline.sinks.storage.base import ObjectLocked, ObjectNotFound, ObjectStore, check_key
 
 READ_ONLY = 0o444
 
 
 class FilesystemStore(ObjectStore):
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, lock_period: timedelta | None = None) -> None:
         self.root = Path(root).absolute()
         self.location = str(self.root)
+        self.lock_period = lock_period
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*check_key(key).split("/"))
@@ -84,6 +91,36 @@ class FilesystemStore(ObjectStore):
         except OSError as exc:
             raise TransportError(f"archive at {self.location}: listing {prefix}: {exc}") from exc
         return sorted(keys, key=lambda k: k.encode())
+
+    def retain_until(self, key: str) -> datetime | None:
+        if self.lock_period is None:
+            return None
+        try:
+            written = os.stat(self._path(key)).st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} is not in the archive at {self.location}") from None
+        except OSError as exc:
+            raise TransportError(f"archive at {self.location}: reading {key}: {exc}") from exc
+        return datetime.fromtimestamp(written, UTC) + self.lock_period
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            until = self.retain_until(key)
+        except ObjectNotFound:
+            return
+        if until is not None and until > datetime.now(UTC):
+            raise ObjectLocked(
+                f"{key} in {self.location} is locked until {until:%Y-%m-%d %H:%M:%S}Z "
+                "(write time + archive.lock_days); it cannot be deleted before then"
+            )
+        try:
+            path.unlink()
+            _fsync_dir(path.parent)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise TransportError(f"archive at {self.location}: deleting {key}: {exc}") from exc
 
     def _make_dirs(self, directory: Path) -> None:
         missing: list[Path] = []

@@ -6,7 +6,9 @@ first body (DESIGN, Accounting). When the bucket has Object Lock enabled, each
 object is put with the configured mode (COMPLIANCE by default) and a
 retain-until date ``lock_days`` ahead, so nobody, root account included, can
 delete or overwrite it before then. Each put carries a SHA-256 checksum the
-store verifies on receipt.
+store verifies on receipt. :meth:`S3Store.retain_until` reads the lock back
+from the store (the latest of every version's), and :meth:`S3Store.delete`
+removes every version of a key, which the store refuses while one is locked.
 
 Needs ``boto3`` (``pip install 'auditstream[s3]'``).
 """
@@ -17,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, TransportError
-from pipeline.sinks.storage.base import ObjectNotFound, ObjectStore, check_key
+from pipeline.sinks.storage.base import ObjectLocked, ObjectNotFound, ObjectStore, check_key
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,6 +37,8 @@ _CONFIG = {
     "AuthorizationHeaderMalformed",
 }
 _NO_LOCK = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
+_NO_RETENTION = _NO_LOCK | {"NoSuchObjectLockConfiguration", "InvalidRequest"}
+_LOCKED = {"AccessDenied", "InvalidRequest", "ObjectLocked"}
 
 
 def _boto3() -> Any:
@@ -53,6 +57,7 @@ class S3Store(ObjectStore):
         *,
         lock_mode: str = "COMPLIANCE",
         lock_days: int = 400,
+        lock_period: timedelta | None = None,
         use_lock: bool | None = None,
         checksum: bool = True,
         endpoint: str | None = None,
@@ -61,6 +66,7 @@ class S3Store(ObjectStore):
         self.bucket = bucket
         self.lock_mode = lock_mode
         self.lock_days = lock_days
+        self.lock_period = lock_period or timedelta(days=lock_days)
         self.checksum = checksum
         self._use_lock = use_lock
         where = f" at {endpoint}" if endpoint else ""
@@ -110,7 +116,7 @@ class S3Store(ObjectStore):
             params["ChecksumAlgorithm"] = "SHA256"
         if self.object_lock:
             params["ObjectLockMode"] = self.lock_mode
-            params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + timedelta(days=self.lock_days)
+            params["ObjectLockRetainUntilDate"] = datetime.now(UTC) + self.lock_period
         try:
             self.client.put_object(**params)
         except Exception as exc:
@@ -143,7 +149,56 @@ class S3Store(ObjectStore):
             raise self._translate(exc, f"listing {prefix}") from exc
         return sorted(keys, key=lambda k: k.encode())
 
+    def retain_until(self, key: str) -> datetime | None:
+        versions = self._versions(key)
+        if not versions:
+            raise ObjectNotFound(f"{key} is not in {self.location}")
+        if not self.object_lock:
+            return None
+        latest: datetime | None = None
+        for version in versions:
+            try:
+                found = self.client.get_object_retention(
+                    Bucket=self.bucket, Key=key, VersionId=version
+                )
+            except Exception as exc:
+                if _code(exc) in _NO_RETENTION:
+                    continue  # a delete marker, or a version put without a lock
+                raise self._translate(exc, f"reading the retention of {key}") from exc
+            until = found.get("Retention", {}).get("RetainUntilDate")
+            if until is not None and (latest is None or until > latest):
+                latest = until
+        return latest
+
+    def delete(self, key: str) -> None:
+        for version in self._versions(key):
+            try:
+                self.client.delete_object(Bucket=self.bucket, Key=key, VersionId=version)
+            except Exception as exc:
+                if _code(exc) in _LOCKED:
+                    raise ObjectLocked(
+                        f"{self.location} refused to delete {key} (version {version}): "
+                        f"{_code(exc)}: its Object Lock has not passed (or these credentials "
+                        "may not delete)"
+                    ) from exc
+                raise self._translate(exc, f"deleting {key}") from exc
+
     # -- details ---------------------------------------------------------------
+
+    def _versions(self, key: str) -> tuple[str, ...]:
+        """Every version id of exactly ``key`` (delete markers included)."""
+        found = []
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=check_key(key)
+            )
+            for page in pages:
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    if item.get("Key") == key and "VersionId" in item:
+                        found.append(item["VersionId"])
+        except Exception as exc:
+            raise self._translate(exc, f"listing the versions of {key}") from exc
+        return tuple(found)
 
     @property
     def object_lock(self) -> bool:
