@@ -425,7 +425,9 @@ def controls(settings: Settings, verified: bool | None) -> list[tuple[str, str, 
             "PCI DSS 10.5",
             "Audit log history is retained (12 months, 3 months immediately available)",
             f"Events searchable {r.events_days} days, alerts {r.alerts_days} days; the archive "
-            f"holds everything {archive.lock_days} days; replay restores older events.",
+            f"holds everything at least {settings.archive_policy_days} days (then `retention "
+            "apply --archive` may remove the oldest, recording a signed retention horizon); "
+            "replay restores older events.",
         ),
         (
             "SOC 2 CC6",
