@@ -35,10 +35,8 @@ import argparse
 import hashlib
 import io
 import os
-import resource
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -50,6 +48,7 @@ from typing import Any
 
 import fastavro
 
+from pipeline.bench.common import peak_rss_mb, rss_mb, say
 from pipeline.errors import AuditstreamError, ConfigError, ServiceUnavailable
 from pipeline.settings import Settings
 from pipeline.sinks.archive import (
@@ -66,22 +65,6 @@ from pipeline.sinks.storage import FilesystemStore, ObjectStore
 CODECS = ("deflate", "zstandard")
 ROUNDS = 3  # each figure the fastest of these (the machine is shared)
 MB = 1e6
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def rss_mb() -> float:
-    """The resident set size now, in MB (from /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # -- results (pure) -------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ ids, and the process's peak RSS. ``auditstream bench --dedupe-ids N`` runs it.
 
 from __future__ import annotations
 
-import resource
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from pipeline.bench.common import peak_rss_mb, rss_mb
 from pipeline.stages.dedupe import Deduper, Sighting, Verdict
 from pipeline.worker.state import FAUST_OFFSET_KEY, ROCKSDB_OPTIONS, PartitionStore
 
@@ -25,18 +25,6 @@ def _open(path: Path) -> Any:
     from faust.stores.rocksdb import RocksDBOptions
 
     return RocksDBOptions(**ROCKSDB_OPTIONS, use_rocksdict=True).open(path)
-
-
-def rss_mb() -> float:
-    """Current resident set size in MB (from /proc)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(n: int, partitions: int = 12, probes: int = 100_000) -> dict[str, float]:

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.bench.dedupe import _open, peak_rss_mb
+from pipeline.bench.common import peak_rss_mb
+from pipeline.bench.dedupe import _open
 from pipeline.stages.dedupe import DictStore, Store
 from pipeline.stages.detect.base import US, EnrichedEventView
 from pipeline.stages.detect.quality import QualityReport, measure

@@ -42,6 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.bench.common import say
 from pipeline.errors import AuditstreamError, ConfigError, ServiceUnavailable, StackError
 from pipeline.settings import Settings, to_env
 
@@ -54,10 +55,6 @@ LATENCY_POLL_S = 0.1
 IDS_BATCH = 1000
 BULK_CHUNK = 2000
 VERSIONED = ("faust-streaming", "aiokafka", "confluent-kafka", "opensearch-py", "fastavro")
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- results (pure) -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.bench.common import say
 from pipeline.bench.end_to_end import (
     POLL_S,
     Prepared,
@@ -24,7 +25,6 @@ from pipeline.bench.end_to_end import (
     cleanup,
     make_namespace,
     produce,
-    say,
     spawn_command,
 )
 from pipeline.errors import ServiceUnavailable
