@@ -20,7 +20,7 @@ names as a problem. A record that does not decode is counted as unreadable
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +32,7 @@ from pipeline.settings import TopicSettings
 from pipeline.sinks.archive import read_records
 
 DerivedKind = Literal["enriched", "alerts", "dead_letters"]
+WINDOW = 1_000_000  # distinct ids remembered per derived topic
 
 #: what identifies a record of each derived kind, for people
 IDENTITY: dict[DerivedKind, str] = {
@@ -64,15 +65,22 @@ def derived_topics(topics: TopicSettings) -> dict[str, DerivedKind]:
 class DerivedRepeats:
     """Per derived topic: records read, records repeating an earlier one's id, unreadable ones.
 
-    Ids are remembered per topic for the whole run (a repeat may land in another
-    partition), so memory grows with the number of distinct ids checked.
+    Ids are remembered per topic as 64-bit hashes of the last :data:`WINDOW`
+    distinct ones. A repeat comes from a worker re-emitting what it had not yet
+    acknowledged: into the same partition as the first copy (derived records
+    go to the input's partition, alerts by their id), at most
+    ``worker.max_unacked_per_partition`` records after it, and verify reads a
+    partition's objects in order. So the window finds every repeat the
+    pipeline can make, while memory stays bounded (some 100 MB a topic)
+    however large the archive.
     """
 
     kinds: dict[str, DerivedKind] = field(default_factory=dict)
     records: Counter[str] = field(default_factory=Counter)
     repeats: Counter[str] = field(default_factory=Counter)
     unreadable: Counter[str] = field(default_factory=Counter)
-    _seen: dict[str, set[Hashable]] = field(default_factory=dict, repr=False)
+    _seen: dict[str, set[int]] = field(default_factory=dict, repr=False)
+    _order: dict[str, deque[int]] = field(default_factory=dict, repr=False)
     _decoders: dict[str, Decoder] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -81,6 +89,7 @@ class DerivedRepeats:
         for topic, kind in kinds.items():
             counter._decoders[topic] = Decoder(schemas, schemas.latest(_SCHEMA[kind]))
             counter._seen[topic] = set()
+            counter._order[topic] = deque()
         return counter
 
     @property
@@ -93,6 +102,7 @@ class DerivedRepeats:
         if kind is None:
             return
         decoder, seen, identify = self._decoders[topic], self._seen[topic], _ID[kind]
+        order = self._order[topic]
         for raw in read_records(data):
             self.records[topic] += 1
             try:
@@ -100,10 +110,14 @@ class DerivedRepeats:
             except (DecodeError, KeyError, TypeError, ValueError):
                 self.unreadable[topic] += 1
                 continue
-            if key in seen:
+            digest = hash(key)
+            if digest in seen:
                 self.repeats[topic] += 1
-            else:
-                seen.add(key)
+                continue
+            seen.add(digest)
+            order.append(digest)
+            if len(order) > WINDOW:
+                seen.discard(order.popleft())
 
     def lines(self) -> list[str]:
         """One information line per derived topic that has repeats or unreadable records."""

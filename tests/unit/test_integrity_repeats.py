@@ -112,6 +112,19 @@ def test_a_repeated_enriched_event_verifies_clean_and_is_counted(archive: Archiv
     assert js["repeats"][ALERTS]["repeats"] == js["repeats"][DLQ]["repeats"] == 0
 
 
+def test_ids_are_remembered_for_a_bounded_window_of_records(
+    archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.integrity import repeats
+
+    monkeypatch.setattr(repeats, "WINDOW", 2)
+    archive.write(ENRICHED, [enriched("e-1"), enriched("e-2"), enriched("e-2")])  # counted
+    archive.write(ENRICHED, [enriched("e-3"), enriched("e-1")])  # e-1 left the window
+    report = archive.verify()
+    assert report.ok, report.text()
+    assert report.repeats.repeats[ENRICHED] == 1
+
+
 def test_an_alert_repeats_only_with_the_same_revision(archive: Archive) -> None:
     archive.write(ALERTS, [alert(1), alert(2)])  # a new revision is not a repeat
     archive.write(ALERTS, [alert(2), alert(3)])  # revision 2 emitted again is
