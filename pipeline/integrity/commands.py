@@ -201,6 +201,13 @@ def _register_verify(subparsers: Any) -> None:
     )
     parser.add_argument("--from", dest="start", type=parse_time, help="start (ISO, UTC)")
     parser.add_argument("--to", dest="end", type=parse_time, help="end (ISO, UTC)")
+    parser.add_argument(
+        "--required-days",
+        type=int,
+        metavar="D",
+        help="the archive retention you require: a retention horizon recorded under a shorter "
+        "policy, or one that removed records younger than D days, is a problem",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_verify)
 
@@ -228,6 +235,7 @@ def run_verify(args: argparse.Namespace, settings: Settings) -> int:
         end=args.end,
         derived=derived_topics(settings.topics),
         schemas=SchemaStore.load(settings.codec.schemas_dir),
+        required_days=args.required_days,
     )
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)

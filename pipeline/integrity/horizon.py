@@ -258,8 +258,24 @@ def check_digests(
     horizons: Mapping[TP, Sequence[StoredHorizon]],
     now: datetime,
     add: AddProblem,
+    required_days: int | None = None,
 ) -> int:
-    """Signed horizons must be unchanged, and no removal early; returns the uncovered count."""
+    """Signed horizons must be unchanged, and no removal early; returns the uncovered count.
+
+    A horizon records the policy it applied, which whoever wrote it chose. With
+    ``required_days`` (the retention the auditor requires, from outside the
+    archive), a horizon under a shorter policy is ``early_removal`` too, and
+    removals are judged by the longer of the two.
+    """
+    for chain in horizons.values():
+        for s in chain:
+            if required_days is not None and s.horizon.policy_days < required_days:
+                add(
+                    "early_removal",
+                    s.key,
+                    f"recorded under a {s.horizon.policy_days}-day policy, shorter than the "
+                    f"{required_days} days required",
+                )
     stored = {s.key: s.hash for chain in horizons.values() for s in chain}
     covered: dict[TP, int] = {}
     first_signed: dict[str, datetime] = {}
@@ -289,7 +305,8 @@ def check_digests(
                 continue
             cut = horizons[tp][at]
             when = min(cut.horizon.created_at, first_signed.get(cut.key, now), now)
-            limit = when - timedelta(days=cut.horizon.policy_days)
+            policy = max(cut.horizon.policy_days, required_days or 0)
+            limit = when - timedelta(days=policy)
             newest = datetime.fromtimestamp(int(head["last_timestamp"]) / 1000, UTC)
             if newest > limit:
                 add(
@@ -297,7 +314,7 @@ def check_digests(
                     cut.key,
                     f"{digest.key} signed {tp[0]}[{tp[1]}] up to offset {last_offset:,} with a "
                     f"record from {iso(newest)}; this horizon removed it by {iso(when)}, inside "
-                    f"its {cut.horizon.policy_days}-day policy",
+                    f"a {policy}-day policy",
                 )
     return sum(
         1 for tp, chain in horizons.items() for s in chain if s.first_offset > covered.get(tp, -1)

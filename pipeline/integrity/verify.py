@@ -20,7 +20,8 @@ holds now. Each problem is named precisely (``Problem.kind``):
 ``altered_horizon``         a retention horizon is unreadable, does not link to the one
                             before it, or differs from (or lost) the one a digest signed
 ``early_removal``           a horizon removed a chain head a digest signed with a record
-                            younger than the horizon's policy
+                            younger than the horizon's policy (or ``--required-days``), or
+                            was recorded under a policy shorter than ``--required-days``
 ``missing_digest``          a digest's predecessor is missing
 ``altered_digest``          a digest is malformed or its signature does not verify
 ``wrong_key``               a digest is signed by a key the auditor did not name
@@ -225,6 +226,7 @@ def verify_archive(
     now: datetime | None = None,
     derived: Mapping[str, DerivedKind] | None = None,
     schemas: SchemaStore | None = None,
+    required_days: int | None = None,
 ) -> VerifyReport:
     """Verify ``store``; objects and digests outside ``[start, end]`` are walked, not hashed.
 
@@ -248,7 +250,7 @@ def verify_archive(
     digests = _check_digests(store, trusted, report, start, end, now)
     _check_coverage(digests, chains, heads, entry_hashes, report)
     report.uncovered_horizons = check_digests(
-        digests, {tp: c.horizons for tp, c in chains.items()}, now, report.add
+        digests, {tp: c.horizons for tp, c in chains.items()}, now, report.add, required_days
     )
     report.seconds = time.monotonic() - began
     return report

@@ -59,8 +59,11 @@ class Archive:
         )
         assert not result.refused and result.chains[0].horizon == 30
 
-    def verify(self, now: datetime = T0 + 2 * HOUR) -> VerifyReport:
-        return verify_archive(self.store, TrustedKeys(public_keys=[self.key.public_key()]), now=now)
+    def verify(
+        self, now: datetime = T0 + 2 * HOUR, required_days: int | None = None
+    ) -> VerifyReport:
+        trusted = TrustedKeys(public_keys=[self.key.public_key()])
+        return verify_archive(self.store, trusted, now=now, required_days=required_days)
 
     def remove(self, *keys: str) -> None:
         for key in keys:
@@ -150,7 +153,20 @@ def test_a_forged_horizon_is_uncovered_and_its_early_removal_named(archive: Arch
     # the second digest signed the chain up to offset 39 with a record from T0
     assert report.kinds() == {"early_removal"}
     assert report.problems[0].key == forged.key
-    assert "inside its 400-day policy" in report.problems[0].detail
+    assert "inside a 400-day policy" in report.problems[0].detail
+
+
+def test_a_horizon_under_a_shorter_policy_than_the_auditor_requires_is_named(
+    archive: Archive,
+) -> None:
+    archive.retention()
+    archive.rewrite_horizon(replace(archive.horizon(), policy_days=30))
+    assert archive.verify().ok  # nothing outside the archive says 30 days is too short
+    report = archive.verify(required_days=400)
+    assert report.kinds() == {"early_removal"}
+    assert "30-day policy, shorter than the 400 days required" in report.problems[0].detail
+    assert archive.verify(required_days=365).kinds() == {"early_removal"}
+    assert archive.verify(required_days=30).ok
 
 
 def test_a_signed_horizon_altered_or_removed_is_named(archive: Archive) -> None:
