@@ -24,7 +24,7 @@ COPY deploy/opensearch ./deploy/opensearch
 COPY deploy/enrichment ./deploy/enrichment
 COPY deploy/dashboards ./deploy/dashboards
 RUN python -m venv /opt/auditstream \
-    && /opt/auditstream/bin/pip install ".[s3]"
+    && /opt/auditstream/bin/pip install ".[s3,zstd]"
 
 
 FROM python:3.11-slim

@@ -141,6 +141,9 @@ class ArchiveSettings(_Section):
     s3_secret_key: SecretStr | None = None
     lock_mode: Literal["COMPLIANCE", "GOVERNANCE"] = "COMPLIANCE"
     lock_days: int = Field(400, ge=1)
+    # Avro block codec of new objects: deflate, which every Avro reader has, or zstandard
+    # (smaller and faster; Python < 3.14 needs the `zstd` extra to write and to read it)
+    codec: Literal["deflate", "zstandard"] = "deflate"
 
 
 class SinkSettings(_Section):

@@ -28,6 +28,7 @@ it came), under the key ``<topic>/<partition:05d>/<first offset:020d>.avro``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import itertools
 import json
@@ -41,6 +42,7 @@ from typing import Any
 import fastavro
 
 from pipeline import telemetry
+from pipeline.errors import ConfigError
 from pipeline.integrity.chain import ChainHead, append_entry, repair_chain
 from pipeline.schemas import default_schemas_dir
 from pipeline.sinks.base import TIMESTAMP_TYPES, TP, Batch, Record, Sink, SinkError
@@ -56,6 +58,24 @@ CODEC_LEVELS = {"deflate": 6, "zstandard": 3}
 SYNC_INTERVAL = 64 * 1024
 HEADER_PROBE_BYTES = 64 * 1024
 _META = "auditstream."
+
+
+def check_codec(codec: str) -> None:
+    """Refuse a codec this Python cannot write, before any record is consumed."""
+    if codec not in CODEC_LEVELS:
+        raise ConfigError(f"archive.codec {codec!r} is not one of {', '.join(CODEC_LEVELS)}")
+    if codec != "zstandard":
+        return
+    for module in ("compression.zstd", "backports.zstd"):  # Python 3.14, then the extra
+        try:
+            importlib.import_module(module)
+            return
+        except ImportError:
+            continue
+    raise ConfigError(
+        "archive.codec=zstandard needs the zstd extra on Python < 3.14: "
+        "pip install 'auditstream[zstd]' (or set AUDITSTREAM_ARCHIVE__CODEC=deflate)"
+    )
 
 
 @cache

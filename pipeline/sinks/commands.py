@@ -136,11 +136,14 @@ def opensearch_runner(settings: Settings, args: argparse.Namespace | None = None
 
 def archive_runner(settings: Settings, args: argparse.Namespace | None = None) -> SinkRunner:
     """The archive sink, ready to run."""
-    from pipeline.sinks.archive import ArchiveSink, raw_record_schema
+    from pipeline.sinks.archive import ArchiveSink, check_codec, raw_record_schema
     from pipeline.sinks.storage import open_store
 
+    check_codec(settings.archive.codec)
     store = open_store(settings.archive)
-    sink = ArchiveSink(store, raw_record_schema(settings.codec.schemas_dir))
+    sink = ArchiveSink(
+        store, raw_record_schema(settings.codec.schemas_dir), codec=settings.archive.codec
+    )
     topics = settings.topics
     loop = loop_config(
         settings,

@@ -418,6 +418,26 @@ def test_archive_keeps_every_raw_message_byte_for_byte(sink_settings: Settings) 
     assert skipped == 4  # 2 aborted records and 2 transaction markers
 
 
+def test_a_zstandard_archive_holds_the_same_records(sink_settings: Settings) -> None:
+    settings = _with(sink_settings, archive={"codec": "zstandard"})
+    topic = settings.topics.input
+    delivered = produce(settings, topic, _raw_messages(2000, 2))
+    store = open_store(settings.archive)
+    topics = [topic, settings.topics.enriched, settings.topics.dead_letter, settings.topics.alerts]
+    with running(archive_runner(settings)):
+        wait_until(
+            "the archive to catch up",
+            lambda: lag(settings, settings.groups.sink_archive, topics) == 0,
+        )
+    got = archived(store, topic)
+    expected = _expected(delivered)
+    for partition in (0, 1):
+        keys = store.list(f"{topic}/{partition:05d}/")
+        assert keys and all(b"zstandard" in store.get(k)[:512] for k in keys)
+        records = [(r["offset"], r["key"], r["value"]) for r in got[partition]]
+        assert records == expected[partition]
+
+
 def _archive_complete(store: ObjectStore, topic: str, total: int) -> bool:
     count = 0
     for partition in range(4):

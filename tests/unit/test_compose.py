@@ -478,12 +478,14 @@ def final_stage() -> list[tuple[str, str]]:
     return instructions[last_from:]
 
 
-def test_dockerfile_builds_on_python_slim_and_installs_the_s3_extra() -> None:
+def test_dockerfile_builds_on_python_slim_and_installs_the_s3_and_zstd_extras() -> None:
     instructions = dockerfile_instructions()
     bases = [args.split()[0] for keyword, args in instructions if keyword == "FROM"]
     assert bases and all(base.startswith("python:3.11-slim") for base in bases), bases
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    assert re.search(r"pip install [^&;]*\.\[s3\]", runs), "the image must `pip install .[s3]`"
+    match = re.search(r"pip install [^&;]*\.\[([a-z0-9,]+)\]", runs)
+    assert match, "the image must `pip install .[s3,zstd]`"
+    assert {"s3", "zstd"} <= set(match.group(1).split(",")), match.group(0)
 
 
 def test_dockerfile_entrypoint_is_auditstream() -> None:

@@ -281,3 +281,29 @@ def test_s3_claims_with_if_none_match_and_locks_when_the_bucket_has_object_lock(
 def test_s3_configuration_mistakes_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="s3_bucket"):
         S3Store(FakeS3(), "missing").get("k.avro")  # type: ignore[arg-type]
+
+
+def test_a_zstandard_archive_object_is_deterministic_and_reads_back() -> None:
+    records = [rec(o) for o in range(0, 200)]
+    data, info = encode_object(records, 0, codec="zstandard")
+    again, _ = encode_object([rec(o) for o in range(0, 200)], 0, codec="zstandard")
+    assert data == again and b"zstandard" in data[:512]
+    assert [r["offset"] for r in read_records(data)] == list(range(200))
+    assert read_info(info.key, data) == info
+
+
+def test_the_archive_codec_is_checked_before_the_sink_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from pipeline.sinks.archive import check_codec
+
+    check_codec("deflate")
+    check_codec("zstandard")  # the dev install has the zstd extra
+    with pytest.raises(ConfigError, match="not one of"):
+        check_codec("snappy")
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)
+    monkeypatch.setitem(sys.modules, "backports.zstd", None)
+    with pytest.raises(ConfigError, match=r"pip install 'auditstream\[zstd\]'"):
+        check_codec("zstandard")
