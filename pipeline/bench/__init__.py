@@ -7,6 +7,7 @@ modes measure one part each, in-process or on the stack:
 - ``--dedupe-ids N``: the dedupe store's memory and cost with N distinct ids (``dedupe``);
 - ``--stage-costs N``: µs/event of each worker stage (``dedupe``);
 - ``--detect-state N``: detection's state size, quality and cost after N events (``detect_state``);
+- ``--search-docs N``: query latency and export rate over N documents (``search``);
 - ``--archive N``: archive and verify N records in-process (``archive``).
 """
 
@@ -23,6 +24,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from pipeline.bench import archive
 
         return archive.run(args, settings)
+    if args.search_docs is not None:
+        from pipeline.bench import search
+
+        return search.run(args, settings)
     if args.detect_state is not None:
         from pipeline.bench import detect_state
 
@@ -74,6 +79,33 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         metavar="N",
         help="instead: detection's table size, quality and cost after about N simulated events",
+    )
+    parser.add_argument(
+        "--search-docs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: analysts' query latency and export rate over N documents (the issue "
+        "asks for 5000000) on the local stack",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --search-docs: keep the loaded indices; a later run with the same N reuses them",
+    )
+    parser.add_argument(
+        "--search-runs",
+        type=int,
+        default=100,
+        metavar="R",
+        help="with --search-docs: timed runs of each query after 5 warm-up runs (default 100)",
+    )
+    parser.add_argument(
+        "--export-docs",
+        type=int,
+        default=1_000_000,
+        metavar="M",
+        help="with --search-docs: about how many documents to export (default 1000000)",
     )
     parser.add_argument(
         "--archive",

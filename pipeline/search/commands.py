@@ -138,11 +138,11 @@ def run_search(args: argparse.Namespace, settings: Settings, out: TextIO | None 
             since=parse_when(args.since, now, "--since") if args.since else None,
             until=parse_when(args.until, now, "--until") if args.until else None,
             users=args.user,
-            user_fields=_user_fields(hidden),
+            user_fields=user_fields_for(hidden),
             ips=args.ip,
             actions=args.action,
             outcomes=args.outcome,
-            text_fields=_text_fields(hidden) if hidden else None,
+            text_fields=text_fields_for(hidden) if hidden else None,
         )
 
     return _read(
@@ -159,7 +159,7 @@ def run_timeline(args: argparse.Namespace, settings: Settings, out: TextIO | Non
             since=parse_when(args.since, now, "--since") if args.since else None,
             until=parse_when(args.until, now, "--until") if args.until else None,
             users=[args.user],
-            user_fields=_user_fields(hidden),
+            user_fields=user_fields_for(hidden),
         )
 
     return _read(args, settings, "timeline", names, filters, SORT_ASC, out)
@@ -269,11 +269,11 @@ def _columns(fields: str | None) -> list[str] | None:
     return [f.strip() for f in fields.split(",") if f.strip()]
 
 
-def _user_fields(hidden: list[str]) -> tuple[str, ...]:
+def user_fields_for(hidden: list[str]) -> tuple[str, ...]:
     return tuple(f for f in ("user.id", "user.name") if not access.is_masked(f, hidden))
 
 
-def _text_fields(hidden: list[str]) -> list[str]:
+def text_fields_for(hidden: list[str]) -> list[str]:
     """What an analyst's free text searches: every mapped field except the masked ones."""
     fields: set[str] = set()
     for template in (EVENTS_TEMPLATE, ALERTS_TEMPLATE):
