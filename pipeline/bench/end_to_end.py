@@ -423,13 +423,32 @@ def _delete_indices(ns: Namespace) -> None:
 
 
 def _delete_kafka(ns: Namespace) -> None:
+    """Delete the bench's topics and groups; a group whose member was killed empties
+    only when its session times out, so that deletion is retried until then."""
     from confluent_kafka import KafkaError, KafkaException
 
     absent = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.GROUP_ID_NOT_FOUND}
     admin = _admin(ns.settings)
     topics = admin.delete_topics(ns.topics(), operation_timeout=30, request_timeout=30)
-    groups = admin.delete_consumer_groups(ns.groups(), request_timeout=30)
-    for name, future in {**topics, **groups}.items():
+    pending = list(ns.groups())
+    deadline = time.monotonic() + ns.settings.worker.session_timeout_s + 10
+    futures = dict(topics)
+    while pending:
+        groups = admin.delete_consumer_groups(pending, request_timeout=30)
+        pending = []
+        for name, future in groups.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                code = error.code() if isinstance(error, KafkaError) else None
+                if code == KafkaError.NON_EMPTY_GROUP and time.monotonic() < deadline:
+                    pending.append(name)
+                elif code not in absent:
+                    say(f"  could not delete {name}: {exc}")
+        if pending:
+            time.sleep(2)
+    for name, future in futures.items():
         try:
             future.result()
         except KafkaException as exc:
