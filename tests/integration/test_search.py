@@ -139,6 +139,63 @@ def test_export_returns_each_document_once_while_new_ones_arrive_and_is_recorded
     assert len(_access_events(settings, 2)) == 2  # exactly one access event per read
 
 
+class _IdCounter(io.StringIO):
+    """Keeps each exported line's event id only; calls ``on_first`` once the export writes."""
+
+    def __init__(self, on_first: Any) -> None:
+        super().__init__()
+        self.ids: list[str] = []
+        self._partial = ""
+        self._on_first = on_first
+
+    def write(self, text: str) -> int:
+        if self._on_first is not None:
+            self._on_first, start = None, self._on_first
+            start()
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        self.ids += [json.loads(line)["event"]["id"] for line in lines if line]
+        return len(text)
+
+
+def test_an_export_of_100000_documents_is_complete_while_new_events_keep_arriving(
+    pipeline_settings: Settings,
+) -> None:
+    import threading
+
+    settings = with_prefixes(pipeline_settings)
+    now = datetime.now(UTC).replace(microsecond=0)
+    n = 100_000
+    docs = [
+        event_doc(settings, occurred_at=now - timedelta(seconds=i + 60), partition=i % 3, offset=i)
+        for i in range(n)
+    ]
+    index_docs(settings, docs)
+    arrived: list[int] = []
+    stop = threading.Event()
+
+    def keep_arriving() -> None:  # 200 new events a round, refreshed, until the export ends
+        while not stop.is_set():
+            first = n + 200 * len(arrived)
+            batch = [
+                event_doc(settings, occurred_at=now - timedelta(seconds=j % 60), offset=j)
+                for j in range(first, first + 200)
+            ]
+            index_docs(settings, batch)
+            arrived.append(len(batch))
+
+    feeder = threading.Thread(target=keep_arriving, daemon=True)
+    out = _IdCounter(on_first=feeder.start)  # the export's point in time is open by then
+    try:
+        assert run_search(_args(format="json", page_size=1000), settings, out) == 0
+    finally:
+        stop.set()
+        feeder.join(60)
+    assert sum(arrived) >= 200, "no event arrived during the export"
+    assert len(out.ids) == len(set(out.ids)) == n
+    assert set(out.ids) == {doc_id for _, doc_id, _ in docs}
+
+
 def test_filters_select_exactly_the_matching_documents(
     indexed: tuple[Settings, list[dict[str, Any]], datetime],
 ) -> None:
