@@ -35,9 +35,10 @@ from typing import Any, cast
 from opensearchpy import OpenSearch
 
 from pipeline.bench import search_load
+from pipeline.bench.common import say
 from pipeline.bench.search_corpus import Generator, day_indices, text_fields, unmapped_fields
 from pipeline.bench.search_export import cli_args, cli_search, measure_exports
-from pipeline.bench.search_load import BenchError, Corpus, LoadStats, say
+from pipeline.bench.search_load import BenchError, Corpus, LoadStats
 from pipeline.bench.search_report import (
     WARMUP,
     QueryResult,

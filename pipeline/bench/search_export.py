@@ -24,8 +24,9 @@ from typing import Any, TextIO, cast
 
 from opensearchpy import OpenSearch
 
+from pipeline.bench.common import say
 from pipeline.bench.search_corpus import hour_counts
-from pipeline.bench.search_load import Corpus, say
+from pipeline.bench.search_load import Corpus
 from pipeline.bench.search_report import EXPORT_PAGE, ExportResult
 from pipeline.ecs import iso
 from pipeline.search.query import SORT_ASC, Filters, build_query

@@ -16,7 +16,6 @@ indices whose refresh is off until the end; rejected items (429) are retried.
 from __future__ import annotations
 
 import secrets
-import sys
 import threading
 import time
 from collections import deque
@@ -30,6 +29,7 @@ import orjson
 from opensearchpy import OpenSearch
 from opensearchpy import exceptions as os_exc
 
+from pipeline.bench.common import say
 from pipeline.errors import AuditstreamError
 from pipeline.settings import OpenSearchSettings, Settings
 from pipeline.sinks.opensearch import (
@@ -49,10 +49,6 @@ PROGRESS_EVERY_S = 15.0
 
 class BenchError(AuditstreamError):
     """The search bench could not build or load its corpus."""
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)
@@ -101,22 +97,11 @@ class Corpus:
 
 
 def bench_client(settings: OpenSearchSettings, connections: int = 4) -> OpenSearch:
-    """A client as :func:`~pipeline.sinks.opensearch.make_client` makes it, with a longer
-    timeout and ``connections`` kept open (the parallel bulk requests and the heap sampler)."""
-    auth = None
-    if settings.username:
-        password = settings.password.get_secret_value() if settings.password else ""
-        auth = (settings.username, password)
-    return OpenSearch(
-        hosts=[settings.url],
-        http_auth=auth,
-        verify_certs=settings.verify_certs,
-        ca_certs=str(settings.ca_certs) if settings.ca_certs else None,
-        timeout=max(settings.timeout_s, 120.0),
-        max_retries=1,
-        retry_on_timeout=False,
-        pool_maxsize=connections,
-    )
+    """The sink's client with a longer timeout and ``connections`` kept open (the parallel
+    bulk requests and the heap sampler)."""
+    from pipeline.sinks.opensearch import make_client
+
+    return make_client(settings, timeout_s=max(settings.timeout_s, 120.0), connections=connections)
 
 
 def new_prefix() -> str:

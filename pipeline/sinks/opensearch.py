@@ -154,7 +154,11 @@ def put_template(
 # -- the client -----------------------------------------------------------------
 
 
-def make_client(settings: OpenSearchSettings) -> OpenSearch:
+def make_client(
+    settings: OpenSearchSettings, *, timeout_s: float | None = None, connections: int | None = None
+) -> OpenSearch:
+    """A client from the settings; ``timeout_s`` and ``connections`` (pool size) override."""
+    pool: dict[str, Any] = {"pool_maxsize": connections} if connections else {}
     auth = None
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
@@ -164,9 +168,10 @@ def make_client(settings: OpenSearchSettings) -> OpenSearch:
         http_auth=auth,
         verify_certs=settings.verify_certs,
         ca_certs=str(settings.ca_certs) if settings.ca_certs else None,
-        timeout=settings.timeout_s,
+        timeout=timeout_s or settings.timeout_s,
         max_retries=1,
         retry_on_timeout=False,
+        **pool,
     )
 
 
