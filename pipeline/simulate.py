@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.codec import Encoding
 from pipeline.events import parse_time
@@ -101,6 +101,62 @@ class Actor:
     home_ip: str
     user_agent: str
     hours: frozenset[int] | None = None  # UTC hours of a user who keeps office hours; None: any
+
+
+class EventActor(Protocol):
+    """Who an access event is about (the simulator's and the search bench's actors)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def department(self) -> str: ...
+    @property
+    def user_agent(self) -> str: ...
+
+
+def access_event(
+    rng: random.Random,
+    actor: EventActor,
+    *,
+    occurred_at: datetime,
+    action: str,
+    service: str,
+    resource: tuple[str, str],
+    failed: bool,
+    ip: str,
+) -> dict[str, Any]:
+    """One access event of ``actor``; what is left to chance is drawn from ``rng``."""
+    resource_type, resource_id = resource
+    reasons = FAILURE_REASONS["login" if action == "login" else "default"]
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "schema_version": 1,
+        "occurred_at": occurred_at,
+        "actor": {"id": actor.id, "type": actor.type, "name": actor.name, "tenant": actor.tenant},
+        "action": action,
+        "outcome": "failure" if failed else "success",
+        "reason": rng.choice(reasons) if failed else None,
+        "resource": {"type": resource_type, "id": resource_id, "name": resource_id},
+        "source": {"ip": ip, "port": rng.randint(1024, 65535), "user_agent": actor.user_agent},
+        "service": {
+            "name": service,
+            "host": f"{service}-{rng.randint(1, 3)}.prod.internal",
+            "environment": "production",
+        },
+        "session_id": f"s-{rng.getrandbits(48):012x}",
+        "request_id": f"r-{rng.getrandbits(64):016x}",
+        "auth": {
+            "method": "password" if action == "login" else "token",
+            "mfa": action == "login" and rng.random() < 0.8,
+        },
+        "attributes": {"department": actor.department},
+    }
 
 
 @dataclass(frozen=True)
@@ -224,46 +280,22 @@ class Simulator:
             resource_ids = self._unrestricted[service]
         failure_rate = 0.10 if action == "login" else 0.04
         failed = rng.random() < failure_rate
-        reasons = FAILURE_REASONS["login" if action == "login" else "default"]
         at_office = rng.random() < 0.6
         ip = (
             f"{OFFICE_NETWORK}{rng.randint(0, 9)}.{rng.randint(1, 254)}"
             if at_office
             else actor.home_ip
         )
-        resource_id = rng.choice(resource_ids)
-        return {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "schema_version": 1,
-            "occurred_at": occurred_at,
-            "actor": {
-                "id": actor.id,
-                "type": actor.type,
-                "name": actor.name,
-                "tenant": actor.tenant,
-            },
-            "action": action,
-            "outcome": "failure" if failed else "success",
-            "reason": rng.choice(reasons) if failed else None,
-            "resource": {"type": resource_type, "id": resource_id, "name": resource_id},
-            "source": {
-                "ip": ip,
-                "port": rng.randint(1024, 65535),
-                "user_agent": actor.user_agent,
-            },
-            "service": {
-                "name": service,
-                "host": f"{service}-{rng.randint(1, 3)}.prod.internal",
-                "environment": "production",
-            },
-            "session_id": f"s-{rng.getrandbits(48):012x}",
-            "request_id": f"r-{rng.getrandbits(64):016x}",
-            "auth": {
-                "method": "password" if action == "login" else "token",
-                "mfa": action == "login" and rng.random() < 0.8,
-            },
-            "attributes": {"department": actor.department},
-        }
+        return access_event(
+            rng,
+            actor,
+            occurred_at=occurred_at,
+            action=action,
+            service=service,
+            resource=(resource_type, rng.choice(resource_ids)),
+            failed=failed,
+            ip=ip,
+        )
 
     def events(
         self, *, count: int | None, rate: float, start: datetime, speed: float

@@ -22,7 +22,6 @@ rhythm and quiet weekends over ``days`` days.
 from __future__ import annotations
 
 import random
-import uuid
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,11 +32,11 @@ from pipeline import ecs
 from pipeline.simulate import (
     ACTIONS,
     DEPARTMENTS,
-    FAILURE_REASONS,
     OFFICE_NETWORK,
     SERVICE_AGENTS,
     SERVICES,
     USER_AGENTS,
+    access_event,
     daily_rhythm,
 )
 from pipeline.sinks.opensearch import events_index
@@ -311,7 +310,6 @@ class Generator:
         resource_type, resource_ids = SERVICES[service]
         resource_id = rng.choice(resource_ids)
         failed = rng.random() < FAILURE_RATE.get(action, DEFAULT_FAILURE_RATE)
-        reasons = FAILURE_REASONS["login" if action == "login" else "default"]
         place: Place | None = None
         if actor.home is None:
             ip = f"{OFFICE_NETWORK}{rng.randint(0, 9)}.{rng.randint(1, 254)}"
@@ -330,34 +328,16 @@ class Generator:
         geo, as_info = self._geo[place] if place else (None, None)
         offset = self._offsets[actor.partition]
         self._offsets[actor.partition] = offset + 1
-        event = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-            "schema_version": 1,
-            "occurred_at": occurred,
-            "actor": {
-                "id": actor.id,
-                "type": actor.type,
-                "name": actor.name,
-                "tenant": actor.tenant,
-            },
-            "action": action,
-            "outcome": "failure" if failed else "success",
-            "reason": rng.choice(reasons) if failed else None,
-            "resource": {"type": resource_type, "id": resource_id, "name": resource_id},
-            "source": {"ip": ip, "port": rng.randint(1024, 65535), "user_agent": actor.user_agent},
-            "service": {
-                "name": service,
-                "host": f"{service}-{rng.randint(1, 3)}.prod.internal",
-                "environment": "production",
-            },
-            "session_id": f"s-{rng.getrandbits(48):012x}",
-            "request_id": f"r-{rng.getrandbits(64):016x}",
-            "auth": {
-                "method": "password" if action == "login" else "token",
-                "mfa": action == "login" and rng.random() < 0.8,
-            },
-            "attributes": {"department": actor.department},
-        }
+        event = access_event(
+            rng,
+            actor,
+            occurred_at=occurred,
+            action=action,
+            service=service,
+            resource=(resource_type, resource_id),
+            failed=failed,
+            ip=ip,
+        )
         return {
             "event": event,
             "content_hash": f"{rng.getrandbits(256):064x}",
