@@ -59,6 +59,17 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def newest_per_partition(store: ObjectStore, prefix: str) -> list[str]:
+    """Under ``prefix`` (``<prefix><topic>/<partition>/<offset>.json``), the newest key of
+    each topic-partition, in (topic, partition) order."""
+    newest: dict[tuple[str, str], str] = {}
+    for key in store.list(prefix):
+        parts = key[len(prefix) :].split("/")
+        if len(parts) == 3 and parts[2].endswith(".json"):
+            newest[(parts[0], parts[1])] = key  # listing is in key order: the last wins
+    return [key for _, key in sorted(newest.items())]
+
+
 def chain_prefix(topic: str, partition: int) -> str:
     return f"{CHAIN_PREFIX}{topic}/{partition:05d}/"
 

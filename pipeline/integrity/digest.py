@@ -36,7 +36,13 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.integrity import keys
-from pipeline.integrity.chain import CHAIN_PREFIX, ChainEntry, canonical_json, sha256_hex
+from pipeline.integrity.chain import (
+    CHAIN_PREFIX,
+    ChainEntry,
+    canonical_json,
+    newest_per_partition,
+    sha256_hex,
+)
 from pipeline.integrity.horizon import current_horizons
 from pipeline.sinks.storage import ObjectStore
 
@@ -106,14 +112,8 @@ def list_digests(store: ObjectStore) -> list[str]:
 
 def chain_heads(store: ObjectStore) -> list[dict[str, Any]]:
     """The newest entry of every partition's chain, as a digest lists them."""
-    newest: dict[tuple[str, str], str] = {}
-    for key in store.list(CHAIN_PREFIX):
-        parts = key[len(CHAIN_PREFIX) :].split("/")
-        if len(parts) != 3 or not parts[2].endswith(".json"):
-            continue
-        newest[(parts[0], parts[1])] = key  # listing is in key order: the last wins
     heads = []
-    for (_, _), key in sorted(newest.items()):
+    for key in newest_per_partition(store, CHAIN_PREFIX):
         data = store.get(key)
         entry = ChainEntry.from_bytes(data)
         heads.append(

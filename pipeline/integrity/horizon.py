@@ -37,7 +37,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pipeline.integrity.chain import ChainEntry, canonical_json, entry_key, sha256_hex
+from pipeline.integrity.chain import (
+    ChainEntry,
+    canonical_json,
+    entry_key,
+    newest_per_partition,
+    sha256_hex,
+)
 from pipeline.sinks.storage import ObjectNotFound, ObjectStore
 
 if TYPE_CHECKING:
@@ -186,13 +192,8 @@ def read_horizons(
 
 def current_horizons(store: ObjectStore) -> list[dict[str, Any]]:
     """The newest horizon of every chain that has one, as a digest signs them."""
-    newest: dict[tuple[str, str], str] = {}
-    for key in store.list(HORIZON_PREFIX):
-        parts = key[len(HORIZON_PREFIX) :].split("/")
-        if len(parts) == 3 and parts[2].endswith(".json"):
-            newest[(parts[0], parts[1])] = key  # listing is in key order: the last wins
     signed = []
-    for key in (k for _, k in sorted(newest.items())):
+    for key in newest_per_partition(store, HORIZON_PREFIX):
         data = store.get(key)
         horizon = Horizon.from_bytes(data)
         signed.append(
