@@ -174,16 +174,13 @@ def run_schedule(
 # -- verify -----------------------------------------------------------------------------
 
 
-def _register_verify(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "verify",
-        help="prove the archive is complete and unaltered, with the auditor's key",
-        description="Recompute every object's SHA-256, walk every chain, check every digest's "
-        "signature with the key you bring (never one found beside the archive), and prove "
-        "offset continuity per partition. Records the enriched, alert and dead-letter topics "
-        "repeat (at-least-once processing) are counted as information. Exit status 1 on any "
-        "problem.",
-    )
+def add_window(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="start", type=parse_time, help="start (ISO, UTC)")
+    parser.add_argument("--to", dest="end", type=parse_time, help="end (ISO, UTC)")
+
+
+def add_trusted_keys(parser: argparse.ArgumentParser) -> None:
+    """The keys the auditor brings (never one found beside the archive)."""
     parser.add_argument(
         "--public-key",
         type=Path,
@@ -199,8 +196,20 @@ def _register_verify(subparsers: Any) -> None:
         metavar="F",
         help="a trusted key's fingerprint (SHA256:hex, as `digest keygen` prints)",
     )
-    parser.add_argument("--from", dest="start", type=parse_time, help="start (ISO, UTC)")
-    parser.add_argument("--to", dest="end", type=parse_time, help="end (ISO, UTC)")
+
+
+def _register_verify(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="prove the archive is complete and unaltered, with the auditor's key",
+        description="Recompute every object's SHA-256, walk every chain, check every digest's "
+        "signature with the key you bring (never one found beside the archive), and prove "
+        "offset continuity per partition. Records the enriched, alert and dead-letter topics "
+        "repeat (at-least-once processing) are counted as information. Exit status 1 on any "
+        "problem.",
+    )
+    add_trusted_keys(parser)
+    add_window(parser)
     parser.add_argument(
         "--required-days",
         type=int,
@@ -259,8 +268,7 @@ def _register_reconcile(subparsers: Any) -> None:
         "same-content duplicate of an earlier offset. Names every one that is not, and every "
         "indexed event with no raw source. Exit status 1 when anything is unaccounted for.",
     )
-    parser.add_argument("--from", dest="start", type=parse_time, help="start (ISO, UTC)")
-    parser.add_argument("--to", dest="end", type=parse_time, help="end (ISO, UTC)")
+    add_window(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run_reconcile)
 
@@ -348,8 +356,7 @@ def _register_replay(subparsers: Any) -> None:
         "Events older than the search retention go to <restore prefix>-YYYY.MM.DD (alias "
         "audit-restore by default), not to the live indices. Progress on stderr.",
     )
-    parser.add_argument("--from", dest="start", type=parse_time, help="start (ISO, UTC)")
-    parser.add_argument("--to", dest="end", type=parse_time, help="end (ISO, UTC)")
+    add_window(parser)
     parser.add_argument(
         "--dry-run", action="store_true", help="count what would be written, write nothing"
     )
@@ -390,26 +397,11 @@ def _register_report(subparsers: Any) -> None:
         "controls the trail supports (PCI DSS 10.2/10.3/10.5, SOC 2 CC6/CC7), from the "
         "archive, as one HTML file with no script and no external resource.",
     )
-    parser.add_argument("--from", dest="start", type=parse_time, help="start (ISO, UTC)")
-    parser.add_argument("--to", dest="end", type=parse_time, help="end (ISO, UTC)")
+    add_window(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("auditstream-report.html"), help="the HTML file"
     )
-    parser.add_argument(
-        "--public-key",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="a trusted public key (PEM) to verify the archive with; repeat for rotated keys",
-    )
-    parser.add_argument(
-        "--fingerprint",
-        action="append",
-        default=[],
-        metavar="F",
-        help="a trusted key's fingerprint (SHA256:hex)",
-    )
+    add_trusted_keys(parser)
     parser.set_defaults(func=run_report)
 
 
