@@ -19,6 +19,7 @@ from typing import Any
 from pipeline.stages.detect.alerts import AlertState
 from pipeline.stages.detect.base import (
     US,
+    D,
     Detector,
     EnrichedEventView,
     Match,
@@ -36,13 +37,25 @@ from pipeline.stages.detect.rules import (
 )
 
 Failures = list[tuple[int, str]]  # (occurred_us, event_id), in time order
+WindowRule = BruteForceRule | SprayingRule | SuccessAfterFailuresRule
 
 
 def _load_pairs(raw: Any) -> Failures:
     return [(int(t), str(k)) for t, k in raw]
 
 
-class BruteForce(Detector[Failures]):
+class SlidingWindow(Detector[D]):
+    """A rule over a sliding window of recent events, of which it keeps ``max_tracked``."""
+
+    def __init__(self, rule: WindowRule, alerts: AlertRules, lateness_s: float = 3600.0):
+        super().__init__(rule, alerts, lateness_s)
+        self.window_us = int(rule.window_s * US)
+        self.cap = rule.max_tracked
+        self.window_s = int(rule.window_s)
+        self.minutes = int(rule.window_s // 60)
+
+
+class BruteForce(SlidingWindow[Failures]):
     """Too many failed logins in a sliding window, for one user or one source address."""
 
     name = "brute_force_user"
@@ -51,10 +64,6 @@ class BruteForce(Detector[Failures]):
     def __init__(self, rule: BruteForceRule, alerts: AlertRules, lateness_s: float = 3600.0):
         super().__init__(rule, alerts, lateness_s)
         self.threshold = rule.threshold
-        self.window_us = int(rule.window_s * US)
-        self.cap = rule.max_tracked
-        self.window_s = int(rule.window_s)
-        self.minutes = int(rule.window_s // 60)
 
     def relevant(self, event: EnrichedEventView) -> bool:
         return event.failed_login
@@ -124,7 +133,7 @@ class BruteForceByIp(BruteForce):
 Attempts = list[tuple[int, str, str]]  # (occurred_us, user, event_id), in time order
 
 
-class PasswordSpraying(Detector[Attempts]):
+class PasswordSpraying(SlidingWindow[Attempts]):
     """One source address failing against many distinct users."""
 
     name = "password_spraying"
@@ -134,10 +143,6 @@ class PasswordSpraying(Detector[Attempts]):
     def __init__(self, rule: SprayingRule, alerts: AlertRules, lateness_s: float = 3600.0):
         super().__init__(rule, alerts, lateness_s)
         self.users = rule.distinct_users
-        self.window_us = int(rule.window_s * US)
-        self.cap = rule.max_tracked
-        self.window_s = int(rule.window_s)
-        self.minutes = int(rule.window_s // 60)
 
     def relevant(self, event: EnrichedEventView) -> bool:
         return event.failed_login
@@ -203,7 +208,7 @@ class PasswordSpraying(Detector[Attempts]):
         )
 
 
-class SuccessAfterFailures(Detector[dict[str, Failures]]):
+class SuccessAfterFailures(SlidingWindow[dict[str, Failures]]):
     """A successful login right after a run of failures: a guessed password."""
 
     name = "success_after_failures"
@@ -214,10 +219,6 @@ class SuccessAfterFailures(Detector[dict[str, Failures]]):
     ):
         super().__init__(rule, alerts, lateness_s)
         self.failures = rule.failures
-        self.window_us = int(rule.window_s * US)
-        self.cap = rule.max_tracked
-        self.window_s = int(rule.window_s)
-        self.minutes = int(rule.window_s // 60)
 
     def relevant(self, event: EnrichedEventView) -> bool:
         return event.action == "login" and event.outcome in ("success", "failure")
